@@ -1,0 +1,1 @@
+"""Data stage: label tables in every RSNA format, image readers, reproducible splits."""

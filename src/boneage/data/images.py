@@ -1,0 +1,128 @@
+"""Reading films: PNG/JPEG (8- or 16-bit, RGB-encoded grayscale) and DICOM, into one 2-D array.
+
+Formats are recognised by their magic bytes, not their suffix, so a mislabelled file is read
+correctly and a non-image is rejected with a clear message. Image dimensions are checked from the
+header before decoding, which guards against decompression bombs.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from boneage.errors import BoneAgeError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+MAX_PIXELS = int(os.environ.get("BONEAGE_MAX_PIXELS", 80_000_000))  # ~9000 x 9000
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+
+
+def sniff_format(data: bytes) -> str | None:
+    """'png', 'jpeg', 'dicom' or None, from the first bytes of a file."""
+    if data.startswith(_PNG):
+        return "png"
+    if data.startswith(_JPEG):
+        return "jpeg"
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) read from a PNG or JPEG header without decoding the pixels."""
+    if fmt == "png" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if fmt == "jpeg":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                i += 1
+                continue
+            marker = data[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            seg_len = struct.unpack(">H", data[i + 2 : i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+                return w, h
+            i += 2 + seg_len
+    return None
+
+
+def _check_pixels(w: int, h: int, name: str) -> None:
+    if w * h > MAX_PIXELS:
+        raise BoneAgeError(
+            f"{name}: image is {w}x{h} pixels, over the limit of {MAX_PIXELS:,} "
+            "(set BONEAGE_MAX_PIXELS to raise it)"
+        )
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode PNG/JPEG/DICOM bytes to a 2-D uint8 or uint16 array (DICOM: display-ready)."""
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise BoneAgeError(f"{name}: not an image (expected PNG, JPEG or DICOM)")
+    if fmt == "dicom":
+        from boneage.data.dicom import decode_dicom
+
+        return decode_dicom(data, name).pixels
+    size = header_size(data, fmt)
+    if size is None:
+        raise BoneAgeError(f"{name}: unreadable {fmt.upper()} header (truncated or corrupt file)")
+    _check_pixels(*size, name)
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise BoneAgeError(f"{name}: corrupt {fmt.upper()} data, could not decode")
+    return to_gray(img)
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """One channel: RGB-encoded grayscale (and colour, by luminance) to 2-D, alpha dropped."""
+    if img.ndim == 2:
+        return img
+    if img.ndim == 3 and img.shape[2] == 1:
+        return img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        c = img[:, :, :3]
+        if np.array_equal(c[:, :, 0], c[:, :, 1]) and np.array_equal(c[:, :, 1], c[:, :, 2]):
+            return np.ascontiguousarray(c[:, :, 0])
+        import cv2
+
+        return cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)
+    raise BoneAgeError(f"unsupported image shape {img.shape}")
+
+
+def read_bytes(path: str | Path) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise BoneAgeError(f"{p}: no such file")
+    if p.is_dir():
+        raise BoneAgeError(f"{p}: is a folder, expected an image file")
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise BoneAgeError(f"{p}: cannot read ({e.strerror or e})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a film from disk as a 2-D uint8/uint16 array."""
+    return decode_image(read_bytes(path), str(path))
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in a folder, sorted by name (hidden files skipped)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise BoneAgeError(f"{d}: no such folder")
+    return sorted(
+        p for p in d.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )

@@ -1,0 +1,1 @@
+"""Evaluation stage: metrics, plots, HTML reports and model comparisons."""

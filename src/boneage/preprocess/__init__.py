@@ -1,0 +1,1 @@
+"""Preprocessing stage: array steps composed into a Pipeline that serialises to JSON."""

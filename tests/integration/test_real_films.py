@@ -1,0 +1,36 @@
+"""On the real films in ../shared/data (skipped where absent)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from boneage.cli import main
+from boneage.data.images import read_image
+from boneage.preprocess.hand import localise_hand
+from boneage.preprocess.prepare import read_manifest
+from tests.conftest import RAW, need
+
+
+@pytest.mark.parametrize("sub", ["rsna-fullres", "stanford-demo", "clinic"])
+def test_prepare_every_raw_sample(sub, tmp_path, capsys):
+    folder = need(RAW / sub)
+    assert main(["prepare", "--images", str(folder), "--out", str(tmp_path / "c"),
+                 "--size", "128"]) == 0
+    rows = read_manifest(tmp_path / "c")
+    assert len(rows) == len(list(folder.glob("*.[pj][np]g")))
+    assert all(r["status"] == "ok" for r in rows.values())
+    assert all(r["crop_fallback"] == "0" for r in rows.values())
+
+
+def test_crop_keeps_the_bright_foreground_on_rsna_films():
+    files = sorted(need(RAW / "rsna-fullres").glob("*.png"))
+    smaller = 0
+    for f in files:
+        film = read_image(f)
+        box = localise_hand(film)
+        bright = film > np.percentile(film, 95)
+        inside = bright[box.y0:box.y1, box.x0:box.x1].sum() / bright.sum()
+        assert inside > 0.85, f"{f.name}: crop keeps only {inside:.0%} of the bright pixels"
+        smaller += (box.x1 - box.x0) * (box.y1 - box.y0) < 0.8 * film.size
+    assert smaller >= 3  # and it does crop

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")
+
+from boneage.data.dicom import decode_dicom  # noqa: E402
+from boneage.data.images import read_image  # noqa: E402
+from boneage.errors import BoneAgeError  # noqa: E402
+
+
+def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", sex="F", age="010Y",
+                window=None, birth=None, study=None):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName = "Doe^Jane"
+    ds.PatientSex = sex
+    if age:
+        ds.PatientAge = age
+    if birth:
+        ds.PatientBirthDate = birth
+    if study:
+        ds.StudyDate = study
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_monochrome1_is_inverted_and_header_read(tmp_path):
+    px = np.zeros((32, 32), np.uint16)
+    px[8:24, 8:24] = 4000  # dense square: dark on a MONOCHROME1 display
+    film = decode_dicom(write_dicom(tmp_path / "a.dcm", px, "MONOCHROME1").read_bytes())
+    assert film.pixels[16, 16] < film.pixels[0, 0]  # inverted: the square is now dark
+    assert film.male is False
+    assert film.age_months == 120
+
+
+def test_voi_window_applied(tmp_path):
+    px = np.tile(np.linspace(0, 4000, 64).astype(np.uint16), (8, 1))
+    film = decode_dicom(write_dicom(tmp_path / "a.dcm", px, window=(1000, 200)).read_bytes())
+    row = film.pixels[0]
+    # values below 900 all map to black, above 1100 to white
+    assert row[px[0] < 850].max() == 0 and row[px[0] > 1150].min() == 65535
+
+
+def test_age_from_dates_and_reader_integration(tmp_path):
+    px = np.full((16, 16), 100, np.uint16)
+    p = write_dicom(tmp_path / "b.dcm", px, sex="M", age=None, birth="20200101",
+                    study="20260101")
+    film = decode_dicom(p.read_bytes())
+    assert film.male is True and film.age_months == pytest.approx(72, abs=0.1)
+    assert read_image(p).shape == (16, 16)
+
+
+def test_garbage_after_dicm_preamble():
+    data = b"\0" * 128 + b"DICM" + b"\x01\x02garbage"
+    with pytest.raises(BoneAgeError, match="DICOM"):
+        decode_dicom(data, "x.dcm")

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from boneage.data.synthetic import synthetic_film
+from boneage.errors import BoneAgeError
+from boneage.preprocess.hand import localise_hand
+from boneage.preprocess.steps import (
+    Clahe,
+    CropHand,
+    Fit,
+    Pad,
+    Pipeline,
+    Scale,
+    Squash,
+    ToUint8,
+    seed_pipeline,
+    thumbnail_pipeline,
+)
+
+
+def contains(outer, inner) -> bool:
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and \
+        outer[3] >= inner[3]
+
+
+@pytest.mark.parametrize("border", [0, 40, 120])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_crop_finds_hand_despite_marker_text_and_border(seed, border):
+    film, hand = synthetic_film(height=1100, width=850, seed=seed, border=border)
+    box = localise_hand(film)
+    assert box.found
+    assert contains(box.as_list(), hand)
+    # the "L" marker (left edge, at 6% of the width) and the top-right text are left out
+    assert box.x0 > 0.06 * 850 + 60
+    assert box.y0 > 0.06 * 1100
+    assert (box.x1 - box.x0) * (box.y1 - box.y0) < 0.7 * film.size
+
+
+def test_crop_falls_back_on_flat_image():
+    meta: dict = {}
+    out = CropHand()(np.full((300, 200), 80, np.uint8), meta)
+    assert out.shape == (300, 200)
+    assert meta["crop_fallback"] is True and meta["crop_box"] == [0, 0, 200, 300]
+
+
+def test_to_uint8_stretches_16_bit_only():
+    a = np.array([[1000, 2000], [3000, 5000]], np.uint16)
+    assert ToUint8()(a, {}).tolist() == [[0, 64], [128, 255]]
+    b = np.array([[3, 9]], np.uint8)
+    assert ToUint8()(b, {}) is b
+
+
+def test_clahe_matches_opencv_and_is_configurable():
+    img = np.random.default_rng(1).integers(0, 120, (64, 64), dtype=np.uint8)
+    ref = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(img)
+    assert np.array_equal(Clahe()(img, {}), ref)
+    assert not np.array_equal(Clahe(clip_limit=4.0, tile_grid=4)(img, {}), ref)
+
+
+def test_letterbox_preserves_aspect():
+    img = np.full((200, 100), 255, np.uint8)
+    fitted = Fit(64)(img, {})
+    assert fitted.shape == (64, 32)
+    out = Pad(64)(fitted, {})
+    assert out.shape == (64, 64)
+    cols = np.nonzero(out.max(axis=0))[0]
+    assert cols.min() == 16 and cols.max() == 47  # 32 px wide, centred
+
+
+def test_area_resize_close_to_inter_area():
+    from boneage.preprocess.steps import area_resize
+
+    img = cv2.GaussianBlur(np.random.default_rng(3).integers(0, 255, (1500, 1100), np.uint8),
+                           (0, 0), 4)
+    ref = cv2.resize(img, (187, 255), interpolation=cv2.INTER_AREA)
+    assert np.abs(area_resize(img, (187, 255)).astype(int) - ref).mean() < 1.0
+
+
+def test_pad_rejects_oversized():
+    with pytest.raises(BoneAgeError, match="does not fit"):
+        Pad(10)(np.zeros((20, 5), np.uint8), {})
+
+
+def test_squash_reproduces_nearest_resize():
+    img = np.random.default_rng(2).integers(0, 255, (250, 180), dtype=np.uint8)
+    assert np.array_equal(Squash(100)(img, {}),
+                          cv2.resize(img, (100, 100), interpolation=cv2.INTER_NEAREST))
+    same = np.zeros((100, 100), np.uint8)
+    assert Squash(100)(same, {}) is same
+
+
+def test_scale_to_unit_range():
+    out = Scale()(np.array([[0, 255]], np.uint8), {})
+    assert out.dtype == np.float32 and out.tolist() == [[0.0, 1.0]]
+
+
+def test_pipeline_json_round_trip_replays_exactly():
+    p = seed_pipeline(128, clip_limit=3.0)
+    q = Pipeline.from_json(p.to_json())
+    assert q == p and q.fingerprint() == p.fingerprint()
+    film, _ = synthetic_film(height=500, width=400, seed=5)
+    assert np.array_equal(p(film), q(film))
+    assert [s["name"] for s in json.loads(p.to_json())["steps"]] == \
+        ["to_uint8", "crop_hand", "fit", "clahe", "pad", "scale"]
+    assert p.cached_part.steps[-1] == Pad(128)
+    assert p.tensor_part.steps == (Scale(),)
+    assert p.output_size == 128
+    assert thumbnail_pipeline().output_size == 100
+
+
+def test_pipeline_rejects_unknown_steps_and_params():
+    with pytest.raises(BoneAgeError, match="unknown preprocessing step"):
+        Pipeline.from_dict({"steps": [{"name": "sharpen"}]})
+    with pytest.raises(BoneAgeError, match="unknown parameter"):
+        Pipeline.from_dict({"steps": [{"name": "clahe", "strength": 2}]})
+    with pytest.raises(BoneAgeError, match="invalid"):
+        Pipeline.from_json("{not json")
+
+
+def test_16_bit_film_through_seed_pipeline():
+    film, hand = synthetic_film(height=600, width=500, seed=1, bits=16)
+    meta: dict = {}
+    out = seed_pipeline(64)(film, meta)
+    assert out.shape == (64, 64) and out.dtype == np.float32
+    assert contains(meta["crop_box"], hand)
