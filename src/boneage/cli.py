@@ -96,6 +96,145 @@ def _parser_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+# ----------------------------------------------------------------------------------- models
+def cmd_models(a: argparse.Namespace) -> int:
+    from boneage.models.registry import DESCRIPTIONS, build_model, count_parameters
+
+    print(f"{'architecture':<16}{'parameters':>12}  description")
+    for name, desc in DESCRIPTIONS.items():
+        print(f"{name:<16}{count_parameters(build_model(name)):>12,}  {desc}")
+    return 0
+
+
+def _parser_models(sub) -> None:
+    p = sub.add_parser("models", help="list the architectures (and installed models)")
+    p.set_defaults(func=cmd_models)
+
+
+# ------------------------------------------------------------------------------------ train
+_TRAIN_OVERRIDES = ("arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",
+                    "warmup_fraction", "huber_delta", "early_stopping_patience", "val_fraction",
+                    "test_fraction", "seed", "precision", "accelerator", "devices", "num_nodes",
+                    "workers", "pipeline")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    import json
+
+    from boneage.training.config import load_config
+    from boneage.training.run import train
+
+    if a.resume:
+        summary = train(a.resume, resume=True)
+    else:
+        if not a.out:
+            raise BoneAgeError("give --out RUN_DIR (or --resume RUN_DIR)")
+        if a.data is None and a.labels is None:
+            raise BoneAgeError("give --images DIR --labels CSV, or --data CACHE")
+        overrides = {k: getattr(a, k) for k in _TRAIN_OVERRIDES}
+        if a.augment is not None:
+            overrides["augment"] = a.augment
+        if a.no_crop:
+            overrides["crop"] = False
+        if a.no_clahe:
+            overrides["clahe"] = False
+        cfg = load_config(a.config, overrides)
+        summary = train(a.out, cfg, images=a.images, labels=a.labels, data=a.data,
+                        cache_dir=a.cache, val_labels=a.val_labels, split_file=a.split,
+                        skip_invalid=a.skip_invalid)
+    print(json.dumps(summary))
+    return 0
+
+
+def _parser_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (resumable run folder)",
+                       description="Train a bone-age regressor. Defaults are the seed recipe; "
+                       "a YAML --config and the options below override them.")
+    _add_data_args(p)
+    p.add_argument("--data", metavar="CACHE", help="an already prepared cache (with labels)")
+    p.add_argument("--cache", metavar="DIR", help="where to prepare films (default RUN_DIR/cache)")
+    p.add_argument("--val-labels", metavar="CSV", help="a given validation set (else a split)")
+    p.add_argument("--split", metavar="CSV", help="a saved split file (id,split) to reuse")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--config", metavar="YAML", help="settings file (see configs/)")
+    p.add_argument("--arch", help="architecture (see `boneage models`)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--image-size", type=_positive_int)
+    p.add_argument("--pipeline", choices=("seed", "squash"),
+                   help="seed: crop+CLAHE+letterbox; squash: the 100 px data's transform")
+    p.add_argument("--no-crop", action="store_true")
+    p.add_argument("--no-clahe", action="store_true")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-fraction", type=float)
+    p.add_argument("--huber-delta", type=float)
+    p.add_argument("--early-stopping-patience", type=_positive_int)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--test-fraction", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", help="auto | 32-true | bf16-mixed | 16-mixed")
+    p.add_argument("--accelerator", help="auto | cpu | gpu")
+    p.add_argument("--devices", help="auto or a number of devices (GPUs)")
+    p.add_argument("--num-nodes", type=_positive_int)
+    p.add_argument("--workers", type=int, help="preprocessing processes (0: all cores)")
+    p.set_defaults(func=cmd_train)
+
+
+# --------------------------------------------------------------------------------- evaluate
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    import json
+
+    from boneage.evaluation.evaluate import evaluate
+
+    metrics, errors = evaluate(a.model, a.images, a.labels, a.out, a.subset, a.skip_invalid,
+                               a.workers or 0, progress=not a.json)
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
+    if a.json:
+        print(json.dumps(metrics))
+    else:
+        lo, hi = metrics["mae_ci95"]
+        print(f"n={metrics['n']}  MAE {metrics['mae']:.2f} months (95% CI {lo:.2f}-{hi:.2f})  "
+              f"RMSE {metrics['rmse']:.2f}  R² {metrics['r2']:.3f}"
+              + (f"  -> {a.out}/report.html" if a.out else ""))
+    return 1 if errors else 0
+
+
+def _parser_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="metrics, plots and an HTML report on a labelled set")
+    p.add_argument("--model", required=True, metavar="RUN_DIR_OR_CHECKPOINT")
+    _add_data_args(p, labels_required=True)
+    p.add_argument("--out", metavar="REPORT_DIR", help="write metrics.json, predictions.csv, "
+                   "plots and report.html here")
+    p.add_argument("--subset", choices=("train", "val", "test"),
+                   help="only the films in this part of the model's run split")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--workers", type=_positive_int, help="preprocessing processes")
+    p.set_defaults(func=cmd_evaluate)
+
+
+# ---------------------------------------------------------------------------------- compare
+def cmd_compare(a: argparse.Namespace) -> int:
+    from boneage.evaluation.compare import compare
+
+    rows = compare(a.runs, a.out)
+    for r in rows:
+        print(f"{r['name']:<24} {r['arch']:<16} MAE {r['mae']:.2f}  RMSE {r['rmse']:.2f}  "
+              f"R² {r['r2']:.3f}  ({r['source']})")
+    print(f"-> {a.out}/compare.md, compare.html, compare.png")
+    return 0
+
+
+def _parser_compare(sub) -> None:
+    p = sub.add_parser("compare", help="compare trained runs (Markdown, HTML, bar chart)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="comparison", metavar="DIR")
+    p.set_defaults(func=cmd_compare)
+
+
 # ------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from boneage import __version__
@@ -109,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _parser_prepare(sub)
+    _parser_models(sub)
+    _parser_train(sub)
+    _parser_evaluate(sub)
+    _parser_compare(sub)
     return parser
 
 

@@ -41,7 +41,7 @@ def write_summary(table: LabelTable, out_dir: str | Path) -> dict[str, Any]:
     summary = summarise(table)
     atomic_write_json(out_dir / "summary.json", summary)
     if summary["bone_age_months"]["all"]["n"]:
-        from boneage.evaluation.plots import dataset_figure
+        from boneage.plots import dataset_figure
 
         dataset_figure(table, out_dir / "summary.png")
     return summary

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,34 +61,80 @@ def _source_stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _process(task: tuple[str, str, str, Pipeline]) -> dict[str, Any]:
-    """Worker: read, run the cached pipeline, write the PNG atomically. Never raises."""
-    import cv2
-
+def _transform(task: tuple[str, str, Pipeline]) -> tuple[str, np.ndarray | None, dict, str]:
+    """Worker: read a film and run the pipeline. Never raises: errors come back as text."""
     from boneage.data.images import read_image
 
-    rid, src, dst, pipeline = task
+    key, src, pipeline = task
     meta: dict[str, Any] = {}
     try:
-        img = pipeline(read_image(src), meta)
-        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1,
-                                          cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
-        if not ok:
-            raise BoneAgeError(f"{src}: could not encode the prepared image")
-        atomic_write_bytes(dst, buf.tobytes())
-        return {"id": rid, "status": "ok", "error": "",
-                "crop_box": json.dumps(meta.get("crop_box", [])),
-                "crop_fallback": int(bool(meta.get("crop_fallback", False)))}
+        return key, pipeline(read_image(src), meta), meta, ""
     except BoneAgeError as e:
-        return {"id": rid, "status": "failed", "error": str(e)}
+        return key, None, meta, str(e)
     except Exception as e:  # an unexpected decoder error on one file must not stop the batch
-        return {"id": rid, "status": "failed", "error": f"{src}: {type(e).__name__}: {e}"}
+        return key, None, meta, f"{src}: {type(e).__name__}: {e}"
+
+
+def _process(task: tuple[str, str, str, Pipeline]) -> dict[str, Any]:
+    """Worker: transform one film and write its PNG atomically."""
+    import cv2
+
+    rid, src, dst, pipeline = task
+    _, img, meta, err = _transform((rid, src, pipeline))
+    if img is not None:
+        # fast RLE compression: encoding is a large share of the cost for small images
+        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1,
+                                             cv2.IMWRITE_PNG_STRATEGY, 3])
+        if ok:
+            atomic_write_bytes(dst, buf.tobytes())
+        else:
+            err = f"{src}: could not encode the prepared image"
+    if err:
+        return {"id": rid, "status": "failed", "error": err}
+    return {"id": rid, "status": "ok", "error": "",
+            "crop_box": json.dumps(meta.get("crop_box", [])),
+            "crop_fallback": int(bool(meta.get("crop_fallback", False)))}
 
 
 def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+
+
+def parallel_map(fn: Callable[[Any], Any], tasks: list, workers: int) -> Iterator[Any]:
+    """Results of fn over tasks, in completion order, in `workers` processes (inline for 1).
+    The pool is always shut down, also when the caller stops early or is interrupted."""
+    workers = max(1, min(workers, len(tasks) or 1))
+    if workers == 1:
+        _init_worker()
+        yield from map(fn, tasks)
+        return
+    import multiprocessing as mp
+
+    # not fork: a parent that already ran OpenCV threads can deadlock its forked children
+    pool = mp.get_context("forkserver").Pool(workers, initializer=_init_worker)
+    try:
+        yield from pool.imap_unordered(fn, tasks, chunksize=4)
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+
+
+def preprocess_many(paths: list[Path], pipeline: Pipeline, workers: int = 1,
+                    progress: bool = False) -> list[tuple[np.ndarray | None, dict, str]]:
+    """(image or None, meta, error) for each path, in order, without writing anything."""
+    from tqdm import tqdm
+
+    results: list = [None] * len(paths)
+    tasks = [(str(i), str(p), pipeline) for i, p in enumerate(paths)]
+    with tqdm(total=len(tasks), desc="preprocess", unit="img", disable=not progress or None,
+              dynamic_ncols=True) as bar:
+        for key, img, meta, err in parallel_map(_transform, tasks, workers):
+            results[int(key)] = (img, meta, err)
+            bar.update(1)
+    return results
 
 
 def read_manifest(cache: Path) -> dict[str, dict[str, str]]:
@@ -152,22 +199,10 @@ def prepare(
     bar = tqdm(total=len(tasks), desc="prepare", unit="img", disable=not progress or None,
                dynamic_ncols=True)
     last_flush = time.monotonic()
-    workers = max(1, min(workers, len(tasks) or 1))
-    pool = None
     try:
-        if workers == 1:
-            _init_worker()
-            it = map(_process, tasks)
-        else:
-            import multiprocessing as mp
-
-            # not fork: a parent that already ran OpenCV threads can deadlock its forked children
-            pool = mp.get_context("forkserver").Pool(workers, initializer=_init_worker)
-            it = pool.imap_unordered(_process, tasks, chunksize=4)
-        for info in it:
+        for info in parallel_map(_process, tasks, workers):
             rid = info["id"]
-            rec = by_id[rid]
-            rows[rid] = _row(rec, stats[rid], f"images/{safe_name(rid)}.png", info)
+            rows[rid] = _row(by_id[rid], stats[rid], f"images/{safe_name(rid)}.png", info)
             if info["status"] == "ok":
                 result.done += 1
             else:
@@ -176,13 +211,8 @@ def prepare(
             if time.monotonic() - last_flush > 5:
                 write_manifest()
                 last_flush = time.monotonic()
-        if pool is not None:
-            pool.close()
-            pool.join()
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
         write_manifest()  # keep whatever finished, even when interrupted
     result.seconds = time.perf_counter() - t0
     result.fallback = sum(1 for r in rows.values() if str(r["crop_fallback"]) == "1")

@@ -1,0 +1,73 @@
+"""`boneage evaluate`: a model on any labelled set -> metrics.json, predictions.csv, plots and a
+self-contained HTML report (with the run's training curves when there is a run folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneage.data.labels import LabelTable, load_table
+from boneage.data.splits import load_split
+from boneage.errors import BoneAgeError
+from boneage.fileio import atomic_write_csv, atomic_write_json, ensure_writable_dir
+from boneage.preprocess.prepare import cpu_count, preprocess_many
+
+
+def select_subset(table: LabelTable, run_dir: Path | None, subset: str | None) -> LabelTable:
+    """Keep only the films of one part (train/val/test) of the model's run split."""
+    if subset is None:
+        return table
+    if run_dir is None or not (run_dir / "split.csv").is_file():
+        raise BoneAgeError("--subset needs a model inside a run folder that has split.csv")
+    split = load_split(run_dir / "split.csv")
+    keep = [i for i in table.ids if split.get(i) == subset]
+    if not keep:
+        raise BoneAgeError(f"no film of these labels is in the run's {subset!r} split")
+    return table.subset(keep)
+
+
+def evaluate(model: str, images: str | None, labels: str, out: str | None = None,
+             subset: str | None = None, skip_invalid: bool = False, workers: int = 0,
+             progress: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """Return (metrics, errors for films that could not be read)."""
+    from boneage.evaluation.metrics import evaluation_metrics
+    from boneage.inference.predictor import Predictor
+
+    predictor = Predictor.load(model)
+    run_dir = predictor.path.parent if (predictor.path.parent / "config.yaml").is_file() else None
+    table = load_table(images, labels, skip_invalid=skip_invalid)
+    if not table.labelled:
+        raise BoneAgeError(f"{labels}: evaluation needs a bone age for every film")
+    table = select_subset(table, run_dir, subset)
+    outdir = ensure_writable_dir(out) if out else None
+    prepared = preprocess_many([r.path for r in table], predictor.pipeline.cached_part,
+                               workers or cpu_count(), progress)
+    errors = [err for _, _, err in prepared if err]
+    ok = [i for i, (img, _, _) in enumerate(prepared) if img is not None]
+    if not ok:
+        raise BoneAgeError("no film could be read; nothing to evaluate")
+    imgs = np.stack([prepared[i][0] for i in ok])
+    recs = [table.records[i] for i in ok]
+    male = np.array([bool(r.male) for r in recs])
+    y = np.array([r.months for r in recs], float)
+    pred = predictor.predict_arrays(imgs, male).astype(float)
+    metrics = evaluation_metrics(y, pred, male)
+    metrics["model"] = str(predictor.path)
+    metrics["arch"] = predictor.card["arch"]
+    metrics["labels"] = str(labels)
+    metrics["subset"] = subset
+    metrics["failed"] = len(errors)
+    if outdir is not None:
+        atomic_write_json(outdir / "metrics.json", metrics)
+        atomic_write_csv(outdir / "predictions.csv",
+                         ["id", "male", "true_months", "predicted_months", "error_months"],
+                         [[r.id, int(bool(r.male)), r.months, round(float(p), 2),
+                           round(float(p) - r.months, 2)] for r, p in zip(recs, pred, strict=True)])
+        from boneage.evaluation.report import write_report
+        from boneage.plots import evaluation_figures
+
+        figures = evaluation_figures(y, pred, male, metrics, outdir)
+        write_report(outdir / "report.html", metrics, figures, predictor.card, run_dir)
+    return metrics, errors

@@ -1,0 +1,70 @@
+"""Self-contained HTML reports (images embedded as data URLs: one file to mail or archive)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from boneage.fileio import atomic_write_text
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;margin:.5em 0}.figs{display:grid;grid-template-columns:1fr 1fr;gap:1em}
+.note{color:#666;font-size:.9em}"""
+
+
+def data_url(path: str | Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def table_html(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+        return html.escape(str(v))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}"
+            "</body></html>\n")
+
+
+def _metric_rows(metrics: dict[str, Any]) -> list[list[Any]]:
+    def row(name: str, m: dict[str, Any]) -> list[Any]:
+        if not m.get("n"):
+            return [name, 0, "", "", "", "", ""]
+        lo, hi = m["mae_ci95"]
+        return [name, m["n"], m["mae"], f"{lo:.2f}-{hi:.2f}", m["rmse"], m["r2"], m["bias"]]
+
+    rows = [row("all", metrics)]
+    rows += [row(k, v) for k, v in metrics["by_sex"].items()]
+    rows += [row(k, v) for k, v in metrics["by_age_band"].items()]
+    return rows
+
+
+def write_report(path: Path, metrics: dict[str, Any], figures: dict[str, Path],
+                 card: dict[str, Any], run_dir: Path | None) -> None:
+    parts = [
+        f"<p>Model <b>{html.escape(card['arch'])}</b> ({html.escape(metrics['model'])}) on "
+        f"{html.escape(metrics['labels'])}"
+        + (f", {html.escape(metrics['subset'])} split" if metrics.get("subset") else "")
+        + f": {metrics['n']} films.</p>",
+        table_html(["group", "n", "MAE", "MAE 95% CI", "RMSE", "R²", "bias"],
+                   _metric_rows(metrics)),
+        "<p class='note'>Months. 95% CI: bootstrap over films (1000 resamples). "
+        "Bias: mean of predicted - true.</p>",
+        "<div class='figs'>" + "".join(f"<img src='{data_url(p)}' alt='{k}'>"
+                                       for k, p in figures.items()) + "</div>",
+    ]
+    if run_dir is not None and (run_dir / "curves.png").is_file():
+        parts.append("<h2>Training</h2>")
+        parts += [f"<img src='{data_url(run_dir / n)}' alt='{n}'>" for n in ("curves.png", "lr.png")
+                  if (run_dir / n).is_file()]
+    atomic_write_text(path, page("Bone age evaluation", "".join(parts)))

@@ -1,0 +1,1 @@
+"""Inference stage: load a checkpoint, replay its preprocessing, predict bone age."""

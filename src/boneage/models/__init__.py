@@ -1,0 +1,1 @@
+"""Model stage: architectures built by name, sex fusion heads, weights + model card I/O."""

@@ -1,0 +1,88 @@
+"""Architectures built by name (as timm does): `build_model("densenet121")`.
+
+MONAI supplies the backbones; this package adds only what MONAI lacks (CBAM, sex fusion, heads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from boneage.errors import BoneAgeError
+from boneage.models.fusion import FusionRegressor
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+DESCRIPTIONS: dict[str, str] = {}
+
+
+def register(name: str, description: str):
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS[name] = fn
+        DESCRIPTIONS[name] = description
+        return fn
+    return deco
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    if name not in MODELS:
+        raise BoneAgeError(f"unknown architecture {name!r} (known: {', '.join(sorted(MODELS))})")
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as e:
+        raise BoneAgeError(f"architecture {name!r}: bad option ({e})") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _densenet_features(act: str = "gelu") -> tuple[nn.Module, int]:
+    from monai.networks.nets import DenseNet
+
+    net = DenseNet(spatial_dims=2, in_channels=1, out_channels=1, init_features=64,
+                   growth_rate=32, block_config=(6, 12, 24, 16), bn_size=4, act=act)
+    # MONAI's features end with the final norm; its classifier applies act, pool, linear.
+    return nn.Sequential(net.features, nn.GELU() if act == "gelu" else nn.ReLU()), 1024
+
+
+def _resnet_features(layers: tuple[int, ...], cbam: bool) -> tuple[nn.Module, int]:
+    from monai.networks.nets import ResNet
+
+    from boneage.models.cbam import CBAM
+
+    net = ResNet("basic", list(layers), [64, 128, 256, 512], spatial_dims=2,
+                 n_input_channels=1, conv1_t_size=7, conv1_t_stride=2, num_classes=1)
+    if cbam:
+        # attention on each residual branch, after its last norm and before the addition
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            for block in layer:
+                block.bn2 = nn.Sequential(block.bn2, CBAM(block.bn2.num_features))
+    body = nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool,
+                         net.layer1, net.layer2, net.layer3, net.layer4)
+    return body, 512
+
+
+@register("densenet121", "DenseNet121 (6/12/24/16, growth 32), GELU; sex MLP; head 32-16-1")
+def densenet121(dropout: float = 0.2) -> nn.Module:
+    body, feats = _densenet_features("gelu")
+    return FusionRegressor(body, feats, head=(32, 16), head_dropouts=(0.0, dropout))
+
+
+@register("resnet34_cbam", "ResNet34 with CBAM in every block; sex MLP; head 1024-512-1")
+def resnet34_cbam(dropout: float = 0.4) -> nn.Module:
+    body, feats = _resnet_features((3, 4, 6, 3), cbam=True)
+    return FusionRegressor(body, feats, head=(1024, 512), head_dropouts=(dropout, dropout))
+
+
+@register("resnet18", "ResNet18 (fast on CPUs); sex MLP; head 256-1")
+def resnet18(dropout: float = 0.2) -> nn.Module:
+    body, feats = _resnet_features((2, 2, 2, 2), cbam=False)
+    return FusionRegressor(body, feats, head=(256,), head_dropouts=(dropout,))
+
+
+@register("resnet18_cbam", "ResNet18 with CBAM in every block; sex MLP; head 256-1")
+def resnet18_cbam(dropout: float = 0.2) -> nn.Module:
+    body, feats = _resnet_features((2, 2, 2, 2), cbam=True)
+    return FusionRegressor(body, feats, head=(256,), head_dropouts=(dropout,))

@@ -1,0 +1,147 @@
+"""Every PNG figure the project writes, in one place (matplotlib, headless, written atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from boneage.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from boneage.data.labels import LabelTable
+
+SEX_COLOURS = {"male": "#3b6fb6", "female": "#c8507a"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: str | Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def dataset_figure(table: LabelTable, path: str | Path) -> None:
+    plt = _plt()
+    months = table.months
+    male = np.array([r.male for r in table], dtype=object)
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    counts = [int(np.sum(male == True)), int(np.sum(male == False))]  # noqa: E712
+    ax[0].bar(["male", "female"], counts, color=[SEX_COLOURS["male"], SEX_COLOURS["female"]])
+    ax[0].set_title("Films by sex")
+    for i, c in enumerate(counts):
+        ax[0].text(i, c, str(c), ha="center", va="bottom")
+    bins = np.arange(0, 241, 12)
+    ax[1].hist(months[np.isfinite(months)], bins=bins, color="#777")
+    ax[1].set_title("Bone age, all")
+    for sex, sel in (("male", male == True), ("female", male == False)):  # noqa: E712
+        ax[2].hist(months[sel], bins=bins, alpha=0.6, label=sex, color=SEX_COLOURS[sex])
+    ax[2].set_title("Bone age by sex")
+    ax[2].legend()
+    for a in ax[1:]:
+        a.set_xlabel("bone age (months)")
+        a.set_ylabel("films")
+    save(fig, path)
+
+
+def _col(rows: list[dict], key: str) -> np.ndarray:
+    return np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+
+
+def training_curves(rows: list[dict], curves: str | Path, lr: str | Path) -> None:
+    """Loss and MAE per epoch (train and validation), and the learning rate."""
+    plt = _plt()
+    epochs = _col(rows, "epoch") + 1
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    ax[0].plot(epochs, _col(rows, "train_loss"), "o-", label="train")
+    ax[0].plot(epochs, _col(rows, "val_loss"), "o-", label="validation")
+    ax[0].set_title("Huber loss")
+    ax[1].plot(epochs, _col(rows, "train_mae"), "o-", label="train")
+    ax[1].plot(epochs, _col(rows, "val_mae"), "o-", label="validation")
+    ax[1].set_title("MAE (months)")
+    for a in ax:
+        a.set_xlabel("epoch")
+        a.legend()
+        a.grid(alpha=0.3)
+    save(fig, curves)
+    fig, a = plt.subplots(figsize=(6, 3.5))
+    a.plot(epochs, _col(rows, "lr"), "o-")
+    a.set_xlabel("epoch")
+    a.set_ylabel("learning rate (end of epoch)")
+    a.grid(alpha=0.3)
+    save(fig, lr)
+
+
+def evaluation_figures(y: np.ndarray, p: np.ndarray, male: np.ndarray, metrics: dict,
+                       out_dir: str | Path) -> dict[str, Path]:
+    """Predicted vs true, Bland-Altman, residual histogram, MAE by age band."""
+    plt = _plt()
+    out_dir = Path(out_dir)
+    names = ("scatter", "bland_altman", "residuals", "mae_by_age")
+    paths = {k: out_dir / f"{k}.png" for k in names}
+    colours = np.where(male, SEX_COLOURS["male"], SEX_COLOURS["female"])
+    lim = [0, max(240.0, float(np.nanmax(np.r_[y, p])) + 5)]
+
+    fig, a = plt.subplots(figsize=(5.5, 5.5))
+    a.scatter(y, p, s=8, c=colours, alpha=0.6)
+    a.plot(lim, lim, "k--", lw=1, label="identity")
+    a.set(xlim=lim, ylim=lim, xlabel="true bone age (months)", ylabel="predicted (months)",
+          title=f"MAE {metrics['mae']:.2f}, RMSE {metrics['rmse']:.2f}, R² {metrics['r2']:.3f}")
+    a.legend()
+    save(fig, paths["scatter"])
+
+    diff, mean = p - y, (p + y) / 2
+    md, sd = float(diff.mean()), float(diff.std())
+    fig, a = plt.subplots(figsize=(6.5, 4.5))
+    a.scatter(mean, diff, s=8, c=colours, alpha=0.6)
+    for v, style in ((md, "-"), (md + 1.96 * sd, "--"), (md - 1.96 * sd, "--")):
+        a.axhline(v, color="k", ls=style, lw=1)
+    a.set(xlabel="mean of true and predicted (months)", ylabel="predicted - true (months)",
+          title=f"Bland-Altman: bias {md:.2f}, limits of agreement ±{1.96 * sd:.2f}")
+    save(fig, paths["bland_altman"])
+
+    fig, a = plt.subplots(figsize=(6, 4))
+    a.hist(diff, bins=40, color="#777")
+    a.axvline(0, color="k", lw=1)
+    a.set(xlabel="residual, predicted - true (months)", ylabel="films", title="Residuals")
+    save(fig, paths["residuals"])
+
+    bands = metrics["by_age_band"]
+    names = list(bands)
+    maes = [bands[k].get("mae", np.nan) for k in names]
+    fig, a = plt.subplots(figsize=(6, 4))
+    bars = a.bar(names, maes, color="#4a7f62")
+    for b, k in zip(bars, names, strict=True):
+        a.text(b.get_x() + b.get_width() / 2, b.get_height(), f"n={bands[k]['n']}", ha="center",
+               va="bottom", fontsize=8)
+    a.set(xlabel="true bone age band", ylabel="MAE (months)", title="MAE by age band")
+    save(fig, paths["mae_by_age"])
+    return paths
+
+
+def comparison_chart(rows: list[dict], path: str | Path) -> None:
+    plt = _plt()
+    names = [r["name"] for r in rows]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 4))
+    titles = ("MAE (months)", "RMSE (months)", "R²")
+    for a, key, title in zip(ax, ("mae", "rmse", "r2"), titles, strict=True):
+        vals = [r[key] if r[key] is not None else np.nan for r in rows]
+        bars = a.bar(names, vals, color="#3b6fb6")
+        for b, v in zip(bars, vals, strict=True):
+            a.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{v:.3g}", ha="center",
+                   va="bottom", fontsize=8)
+        a.set_title(title)
+        a.tick_params(axis="x", rotation=20)
+    save(fig, path)

@@ -1,0 +1,1 @@
+"""Training stage: config, in-memory data with batch augmentation, Lightning module, runs."""

@@ -1,0 +1,33 @@
+"""Augmentation on whole batches, on the batch's device (so a GPU is never starved by a loader):
+random affine (rotation, scale, translation) and intensity (brightness, contrast, gamma)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from boneage.training.config import AugmentConfig
+
+
+def _uniform(n: int, half_width: float, like: torch.Tensor) -> torch.Tensor:
+    return (torch.rand(n, device=like.device, dtype=torch.float32) * 2 - 1) * half_width
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """x: (B, 1, H, W) float in [0, 1]. Returns a new batch, each image transformed differently."""
+    b = x.shape[0]
+    angle = _uniform(b, math.radians(cfg.rotation), x)
+    scale = 1 + _uniform(b, cfg.scale, x)
+    tx, ty = _uniform(b, 2 * cfg.translate, x), _uniform(b, 2 * cfg.translate, x)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = (1 + _uniform(b, cfg.contrast, x)).view(b, 1, 1, 1).to(x.dtype)
+    bright = _uniform(b, cfg.brightness, x).view(b, 1, 1, 1).to(x.dtype)
+    x = ((x - mean) * contrast + mean + bright).clamp(0, 1)
+    gamma = torch.exp(_uniform(b, cfg.gamma, x)).view(b, 1, 1, 1).to(x.dtype)
+    return x.clamp_min(1e-6) ** gamma

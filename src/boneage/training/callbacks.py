@@ -1,0 +1,112 @@
+"""The callback that turns a Lightning fit into a run folder: per-epoch metrics CSV and plots,
+last and best checkpoints (safetensors + model card), and the state `--resume` continues from."""
+
+from __future__ import annotations
+
+import copy
+import os
+import resource
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from boneage.fileio import atomic_write_csv, read_csv_dicts
+from boneage.models.checkpoint import save_checkpoint
+from boneage.models.registry import count_parameters
+
+METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_mae", "val_loss", "val_mae", "val_rmse",
+                  "val_r2", "lr", "seconds")
+
+
+class RunRecorder(L.Callback):
+    """Per epoch: metrics row, plots, last and best checkpoints, resumable state."""
+
+    def __init__(self, out: Path, card_base: dict[str, Any]) -> None:
+        self.out = out
+        self.card_base = card_base
+        self.rows: list[dict[str, Any]] = []
+        self.best = float("inf")
+        self.t0 = 0.0
+
+    def _load_history(self, epoch: int) -> None:
+        path = self.out / "metrics.csv"
+        if path.is_file():
+            self.rows = [r for r in read_csv_dicts(path) if int(r["epoch"]) < epoch]
+            maes = [float(r["val_mae"]) for r in self.rows if r["val_mae"]]
+            self.best = min(maes) if maes else float("inf")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after Lightning restored a resumed run's state: keep the epochs already done
+        self._load_history(trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.t0 = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {
+            "epoch": trainer.current_epoch, "step": trainer.global_step,
+            "train_loss": m.get("train_loss"), "train_mae": m.get("train_mae_epoch"),
+            "val_loss": m.get("val_loss"), "val_mae": m.get("val_mae"),
+            "val_rmse": m.get("val_rmse"), "val_r2": m.get("val_r2"),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - self.t0, 2),
+        }
+        if not trainer.is_global_zero:
+            return
+        self.rows.append(row)
+        atomic_write_csv(self.out / "metrics.csv", METRIC_COLUMNS,
+                         [[r[c] if r[c] is not None else "" for c in METRIC_COLUMNS]
+                          for r in self.rows])
+        from boneage.plots import training_curves
+
+        training_curves(self.rows, self.out / "curves.png", self.out / "lr.png")
+        card = self._card(row)
+
+        model = pl_module.model
+        save_checkpoint(model, card, self.out / "last.safetensors")
+        if row["val_mae"] is not None and row["val_mae"] < self.best:
+            self.best = row["val_mae"]
+            save_checkpoint(model, card, self.out / "best.safetensors")
+        state = self.out / "state"
+        state.mkdir(exist_ok=True)
+        tmp = state / "last.ckpt.tmp"
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, state / "last.ckpt")
+
+    def _card(self, row: dict[str, Any]) -> dict[str, Any]:
+
+        card = copy.deepcopy(self.card_base)
+        peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        card["metrics"] = {"val": {"mae": row["val_mae"], "rmse": row["val_rmse"],
+                                   "r2": row["val_r2"]}, "epoch": row["epoch"]}
+        card["training"].update({
+            "epochs_run": len(self.rows),
+            "seconds": round(sum(float(r["seconds"]) for r in self.rows), 1),
+            "peak_memory_mb": round(peak, 1),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+
+        card["parameters"] = count_parameters(self._model_ref)
+        return card
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._model_ref = pl_module.model
+
+    def summary(self) -> dict[str, Any]:
+        best = min((r for r in self.rows if r["val_mae"] not in (None, "")),
+                   key=lambda r: float(r["val_mae"]), default=None)
+        return {"run": str(self.out), "epochs": len(self.rows),
+                "best": {k: best[k] for k in ("epoch", "val_mae", "val_rmse", "val_r2")}
+                if best else None,
+                "seconds": round(sum(float(r["seconds"]) for r in self.rows), 1)}
+

@@ -1,0 +1,77 @@
+"""The LightningModule: one model, Huber loss in months, the seed's optimiser and schedule.
+
+Lightning supplies the rest (mixed precision, DDP over GPUs and nodes, checkpoint state), so the
+same `boneage train` scales from this CPU to a multi-GPU node without code of our own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+
+from boneage.models.registry import build_model
+from boneage.training.augment import augment_batch
+from boneage.training.config import AugmentConfig
+from boneage.training.schedule import warmup_cosine
+
+
+class BoneAgeModule(L.LightningModule):
+    def __init__(self, arch: str, model_kwargs: dict[str, Any], lr: float, weight_decay: float,
+                 warmup_fraction: float, huber_delta: float, target_mean: float,
+                 target_std: float, augment: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(arch, **model_kwargs)
+        self.augment = AugmentConfig(**augment)
+        self.val_mae = torchmetrics.MeanAbsoluteError()
+        self.val_rmse = torchmetrics.MeanSquaredError(squared=False)
+        self.val_r2 = torchmetrics.R2Score()
+
+    def forward(self, image: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
+        """Bone age in months (the network itself may regress a z-score)."""
+        out = self.model(image, sex).float()
+        return out * self.hparams.target_std + self.hparams.target_mean
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, sex, y = batch
+        x = x.float().div_(255.0)
+        if self.trainer.training and self.augment.enabled:
+            x = augment_batch(x, self.augment)
+        return x.contiguous(memory_format=torch.channels_last), sex.float(), y.float()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, sex, y = batch
+        pred = self(x, sex)
+        loss = F.huber_loss(pred, y, delta=self.hparams.huber_delta)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log("train_mae", (pred - y).abs().mean(), on_step=True, on_epoch=True,
+                 prog_bar=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, sex, y = batch
+        pred = self(x, sex)
+        self.log("val_loss", F.huber_loss(pred, y, delta=self.hparams.huber_delta),
+                 on_epoch=True, sync_dist=True)
+        self.val_mae.update(pred, y)
+        self.val_rmse.update(pred, y)
+        self.val_r2.update(pred, y)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val_mae", self.val_mae.compute(), prog_bar=True, sync_dist=True)
+        self.log("val_rmse", self.val_rmse.compute(), sync_dist=True)
+        self.log("val_r2", self.val_r2.compute(), sync_dist=True)
+        for m in (self.val_mae, self.val_rmse, self.val_r2):
+            m.reset()
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        warm = self.hparams.warmup_fraction
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,191 @@
+"""`boneage train`: prepare (or reuse) the data, split, train with Lightning, and write a run
+folder that can be resumed, evaluated and compared.
+
+RUN/config.yaml          resolved config          RUN/split.csv     id -> train/val/test
+RUN/metrics.csv          one row per epoch        RUN/curves.png, RUN/lr.png
+RUN/best.safetensors+json, RUN/last.safetensors+json   weights + model card
+RUN/state/last.ckpt      Lightning state for --resume (our own file, never a user's)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneage.data.labels import LabelTable, Record, load_table, read_labels
+from boneage.data.splits import load_split, save_split, stratified_split
+from boneage.errors import BoneAgeError
+from boneage.fileio import atomic_write_csv, ensure_writable_dir, read_csv_dicts
+from boneage.preprocess.prepare import Cache, cpu_count, load_cache, prepare, read_manifest
+from boneage.preprocess.steps import Pipeline, seed_pipeline, thumbnail_pipeline
+from boneage.training.config import TrainConfig, load_config
+
+
+def pipeline_for(cfg: TrainConfig) -> Pipeline:
+    if cfg.pipeline == "squash":
+        return thumbnail_pipeline(cfg.image_size)
+    return seed_pipeline(cfg.image_size, crop=cfg.crop, clahe=cfg.clahe)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _table_from_cache(cache: Path) -> LabelTable:
+    rows = [r for r in read_manifest(cache).values() if r["status"] == "ok"]
+    if not rows:
+        raise BoneAgeError(f"{cache}: not a prepared cache, or an empty one")
+    return LabelTable([Record(r["id"], Path(r["source"]),
+                              None if r["male"] == "" else r["male"] == "1",
+                              float(r["months"]) if r["months"] else None) for r in rows],
+                      source=str(cache))
+
+
+def check_run_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise BoneAgeError(f"{out}: no run to resume here (no config.yaml)")
+        if not (out / "state" / "last.ckpt").is_file():
+            raise BoneAgeError(f"{out}: the run has no saved state yet (it stopped before its "
+                               "first epoch ended); start it again with a new --out")
+        return
+    if (out / "config.yaml").exists() or (out / "state").exists():
+        raise BoneAgeError(f"{out}: this folder already holds a run; use --resume {out} to "
+                           "continue it, or choose another --out")
+    ensure_writable_dir(out)
+
+
+def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, val_labels,
+                  skip_invalid: bool) -> tuple[Path, LabelTable, dict[str, str] | None, str]:
+    """(cache folder, table of everything in it, split from a validation CSV or None, source)."""
+    if data is not None:
+        cache = Path(data)
+        table = _table_from_cache(cache)
+        source = str(cache)
+    else:
+        table = load_table(images, labels, skip_invalid=skip_invalid)
+        for note in table.notes:
+            print(note)
+        source = str(labels or images)
+        cache = Path(cache_dir) if cache_dir else out / "cache"
+    split = None
+    if val_labels is not None:
+        vt = read_labels(val_labels, images, skip_invalid=skip_invalid)
+        clash = set(vt.ids) & set(table.ids)
+        if clash:
+            raise BoneAgeError(f"{val_labels}: {len(clash)} id(s) also in the training labels, "
+                               f"e.g. {sorted(clash)[:3]}")
+        split = {**{i: "train" for i in table.ids}, **{i: "val" for i in vt.ids}}
+        table = LabelTable(table.records + vt.records, source=table.source)
+    if not table.labelled:
+        raise BoneAgeError("training needs a bone age for every film (check --labels)")
+    if data is None:
+        r = prepare(table, pipeline_for(cfg), cache, workers=cfg.workers or cpu_count())
+        if r.failed:
+            rid, err = r.failed[0]
+            raise BoneAgeError(f"{len(r.failed)} film(s) could not be prepared, first: {err} "
+                               "(fix or remove them, or use --skip-invalid in the labels)")
+    return cache, table, split, source
+
+
+def train(
+    out: str | Path,
+    cfg: TrainConfig | None = None,
+    *,
+    images: str | None = None,
+    labels: str | None = None,
+    data: str | None = None,
+    cache_dir: str | None = None,
+    val_labels: str | None = None,
+    split_file: str | None = None,
+    resume: bool = False,
+    skip_invalid: bool = False,
+    progress: bool = True,
+    max_steps: int = -1,
+) -> dict[str, Any]:
+    """Train one model; return the final summary (best validation metrics, time, paths)."""
+    out = Path(out)
+    check_run_dir(out, resume)
+    if resume:
+        cfg = load_config(out / "config.yaml")
+        prov = read_csv_dicts(out / "provenance.csv")[0]
+        cache = Path(prov["cache"])
+        split = load_split(out / "split.csv")
+        source = prov["source"]
+    else:
+        cfg = cfg or TrainConfig()
+        cache, table, split, source = _resolve_data(cfg, out, images, labels, data, cache_dir,
+                                                    val_labels, skip_invalid)
+        if split_file is not None:
+            split = load_split(split_file)
+            unknown = set(split) - set(table.ids)
+            if unknown:
+                raise BoneAgeError(f"{split_file}: {len(unknown)} id(s) not in the data, "
+                                   f"e.g. {sorted(unknown)[:3]}")
+        elif split is None:
+            split = stratified_split(table, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        cfg.save(out / "config.yaml")
+        save_split(split, out / "split.csv")
+        atomic_write_csv(out / "provenance.csv", ["cache", "source", "source_sha256"],
+                         [[str(cache.resolve()), source,
+                           _sha256(Path(source)) if Path(source).is_file() else ""]])
+    train_ids = [i for i, s in split.items() if s == "train"]
+    val_ids = [i for i, s in split.items() if s == "val"]
+    if not train_ids or not val_ids:
+        raise BoneAgeError(f"need films for both training and validation (got {len(train_ids)} "
+                           f"and {len(val_ids)}); lower val_fraction or add data")
+    tr, va = load_cache(cache, train_ids), load_cache(cache, val_ids)
+    return _fit(out, cfg, tr, va, source, split, resume, progress, max_steps)
+
+
+def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: dict[str, str],
+         resume: bool, progress: bool, max_steps: int) -> dict[str, Any]:
+    import warnings
+
+    import lightning as L
+    import torch
+
+    from boneage.training.callbacks import RunRecorder
+    from boneage.training.data import make_loader
+    from boneage.training.hardware import device_description, pick_precision
+    from boneage.training.module import BoneAgeModule
+
+    warnings.filterwarnings("ignore", message=".*weights_only.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    mean = float(np.mean(tr.months)) if cfg.target_norm else 0.0
+    std = float(np.std(tr.months)) if cfg.target_norm else 1.0
+    module = BoneAgeModule(cfg.arch, cfg.model, cfg.lr, cfg.weight_decay, cfg.warmup_fraction,
+                           cfg.huber_delta, mean, max(std, 1e-6), asdict(cfg.augment))
+    module = module.to(memory_format=torch.channels_last)
+    precision = pick_precision(cfg.precision, cfg.accelerator)
+    counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "val", "test")}
+    card_base = {
+        "arch": cfg.arch, "model_kwargs": cfg.model, "pipeline": tr.pipeline.to_dict(),
+        "input_size": tr.pipeline.output_size,
+        "target_norm": {"mean": mean, "std": max(std, 1e-6)},
+        "data": {"source": source, "split_counts": counts,
+                 "split_sha256": hashlib.sha256((out / "split.csv").read_bytes()).hexdigest()},
+        "training": {"config": cfg.to_dict(), "precision": precision,
+                     "device": device_description(cfg.accelerator)},
+    }
+    recorder = RunRecorder(out, card_base)
+    early = L.pytorch.callbacks.EarlyStopping("val_mae", patience=cfg.early_stopping_patience,
+                                              mode="min")
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, max_steps=max_steps, accelerator=cfg.accelerator,
+        devices=cfg.devices if cfg.devices == "auto" else int(cfg.devices),
+        num_nodes=cfg.num_nodes, precision=precision, callbacks=[recorder, early],
+        logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+        enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
+        default_root_dir=str(out),
+    )
+    dl_tr = make_loader(tr.images, tr.male, tr.months, cfg.batch_size, True, cfg.seed)
+    dl_va = make_loader(va.images, va.male, va.months, cfg.batch_size, False)
+    trainer.fit(module, dl_tr, dl_va,
+                ckpt_path=str(out / "state" / "last.ckpt") if resume else None)
+    return recorder.summary()

@@ -1,0 +1,147 @@
+"""Short end-to-end runs: train (and resume), evaluate, compare. Real 100 px films where
+available, else generated ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import pytest
+
+pytest.importorskip("lightning")
+
+from boneage.cli import main  # noqa: E402
+from boneage.data.synthetic import synthetic_film  # noqa: E402
+from boneage.errors import BoneAgeError  # noqa: E402
+from boneage.fileio import read_csv_dicts  # noqa: E402
+from boneage.training.config import load_config  # noqa: E402
+from boneage.training.run import train  # noqa: E402
+from tests.conftest import THUMBS  # noqa: E402
+
+
+@pytest.fixture
+def small_set(request, tmp_path):
+    """(images dir, labels csv): 200 real thumbnails, or 120 generated films without data."""
+    if THUMBS.exists():
+        d = request.getfixturevalue("thumbs_subset")
+        return d / "img", d / "labels.csv"
+    d = tmp_path / "gen"
+    d.mkdir()
+    rows = []
+    for i in range(120):
+        img, _ = synthetic_film(height=200, width=160, seed=i, hand_scale=0.5 + (i % 12) / 12)
+        cv2.imwrite(str(d / f"{i}.png"), img)
+        rows.append((i, 10 + 18 * (i % 12), i % 2 == 0))
+    with open(d / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("id", "boneage", "male"), *rows])
+    return d, d / "labels.csv"
+
+
+def _cfg(**kw):
+    base = {"arch": "resnet18", "epochs": 2, "batch_size": 32, "image_size": 48,
+            "pipeline": "squash", "lr": 2e-3, "workers": 2}
+    return load_config(None, {**base, **kw})
+
+
+def test_train_evaluate_compare(small_set, tmp_path, capsys):
+    images, labels = small_set
+    run = tmp_path / "run"
+    summary = train(run, _cfg(epochs=3), images=str(images), labels=str(labels), progress=False)
+    assert summary["epochs"] == 3
+    rows = read_csv_dicts(run / "metrics.csv")
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < losses[0]  # it learns
+    for name in ("config.yaml", "split.csv", "curves.png", "lr.png", "best.safetensors",
+                 "best.json", "last.safetensors", "last.json", "state/last.ckpt"):
+        assert (run / name).is_file(), name
+    card = json.loads((run / "best.json").read_text())
+    assert card["pipeline"]["steps"][1] == {"name": "squash", "size": 48,
+                                            "interpolation": "nearest"}
+    assert card["metrics"]["val"]["mae"] == pytest.approx(
+        min(float(r["val_mae"]) for r in rows))
+    assert card["training"]["peak_memory_mb"] > 0 and card["parameters"] > 1e6
+
+    # evaluate: the report's validation MAE is the one training measured (same pipeline)
+    rc = main(["evaluate", "--model", str(run), "--images", str(images), "--labels",
+               str(labels), "--subset", "val", "--out", str(run / "eval"), "--json"])
+    assert rc == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"n", "mae", "rmse", "r2"} <= set(metrics)
+    assert metrics["mae"] == pytest.approx(card["metrics"]["val"]["mae"], abs=0.05)
+    assert set(metrics["by_sex"]) == {"male", "female"} and len(metrics["by_age_band"]) == 5
+    for name in ("metrics.json", "predictions.csv", "scatter.png", "bland_altman.png",
+                 "residuals.png", "mae_by_age.png", "report.html"):
+        assert (run / "eval" / name).is_file(), name
+    assert "data:image/png;base64" in (run / "eval" / "report.html").read_text()
+
+    assert main(["compare", str(run), str(run), "--out", str(tmp_path / "cmp")]) == 0
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "resnet18" in md and f"{metrics['mae']:.2f}" in md
+    assert (tmp_path / "cmp" / "compare.html").is_file()
+
+    # the folder holds a run now: a second train into it is refused
+    with pytest.raises(BoneAgeError, match="already holds a run"):
+        train(run, _cfg(), images=str(images), labels=str(labels), progress=False)
+
+
+def test_resume_continues_from_the_right_step(small_set, tmp_path, monkeypatch):
+    from boneage.training import callbacks
+
+    images, labels = small_set
+    run = tmp_path / "run"
+    real = callbacks.RunRecorder.on_train_epoch_end
+
+    def crash_after_second_epoch(self, trainer, pl_module):
+        real(self, trainer, pl_module)
+        if trainer.current_epoch == 1:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(callbacks.RunRecorder, "on_train_epoch_end", crash_after_second_epoch)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(run, _cfg(epochs=4), images=str(images), labels=str(labels), progress=False)
+    monkeypatch.setattr(callbacks.RunRecorder, "on_train_epoch_end", real)
+    rows = read_csv_dicts(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    per_epoch = int(rows[0]["step"])
+
+    summary = train(run, resume=True, progress=False)
+    rows = read_csv_dicts(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [int(r["step"]) for r in rows] == [per_epoch * k for k in (1, 2, 3, 4)]
+    assert summary["epochs"] == 4
+    # the learning rate went on along the same schedule and ended at zero
+    assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_training_errors(small_set, tmp_path, capsys):
+    images, labels = small_set
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--arch", "vgg",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "unknown architecture" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no run to resume" in capsys.readouterr().err
+    (tmp_path / "empty.csv").write_text("id,boneage,male\n")
+    assert main(["train", "--images", str(images), "--labels", str(tmp_path / "empty.csv"),
+                 "--out", str(tmp_path / "r2")]) == 2
+    assert "no rows" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", "--images", str(images), "--labels", str(labels),
+                 "--out", str(blocker / "run")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_cli_help_imports_no_heavy_modules():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom boneage.cli import build_parser\n"
+            "p = build_parser()\n"
+            "try:\n    p.parse_args(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'lightning', 'monai', 'cv2', 'matplotlib')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "--resume" in out and "--config" in out
+    assert out.strip().splitlines()[-1] == "[]"

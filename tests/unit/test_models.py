@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from boneage.errors import BoneAgeError  # noqa: E402
+from boneage.models.cbam import CBAM  # noqa: E402
+from boneage.models.checkpoint import (  # noqa: E402
+    load_checkpoint,
+    resolve_model_path,
+    save_checkpoint,
+)
+from boneage.models.registry import MODELS, build_model, count_parameters  # noqa: E402
+
+EXPECTED = {"densenet121": 7.1e6, "resnet34_cbam": 22.6e6, "resnet18": 11.3e6,
+            "resnet18_cbam": 11.4e6}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_architecture_builds_and_runs(name):
+    model = build_model(name).eval()
+    n = count_parameters(model)
+    assert abs(n - EXPECTED[name]) / EXPECTED[name] < 0.05, n
+    x = torch.rand(3, 1, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = model(x, torch.tensor([1.0, 0.0, 1.0]))
+    assert y.shape == (3,) and torch.isfinite(y).all()
+    # sex changes the answer: the fusion is wired in
+    with torch.no_grad():
+        y2 = model(x, torch.tensor([0.0, 1.0, 0.0]))
+    assert not torch.allclose(y, y2)
+
+
+def test_cbam_in_every_resnet34_block():
+    model = build_model("resnet34_cbam")
+    assert sum(isinstance(m, CBAM) for m in model.modules()) == 3 + 4 + 6 + 3
+
+
+def test_unknown_architecture():
+    with pytest.raises(BoneAgeError, match="unknown architecture"):
+        build_model("vgg99")
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18").eval()
+    card = {"arch": "resnet18", "model_kwargs": {}, "pipeline": {"steps": []}}
+    path = save_checkpoint(model, card, tmp_path / "m.safetensors")
+    loaded, card2 = load_checkpoint(path)
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x, torch.ones(2)), loaded(x, torch.ones(2)))
+    assert card2["arch"] == "resnet18" and card2["format"] == "boneage-model/1"
+    assert resolve_model_path(tmp_path / "m.json") == path
+
+
+def test_checkpoint_errors(tmp_path):
+    model = build_model("resnet18")
+    path = save_checkpoint(model, {"arch": "resnet18_cbam"}, tmp_path / "m.safetensors")
+    with pytest.raises(BoneAgeError, match="do not match"):
+        load_checkpoint(path)
+    (tmp_path / "bad.safetensors").write_bytes(b"not really")
+    (tmp_path / "bad.json").write_text('{"format": "boneage-model/1", "arch": "resnet18"}')
+    with pytest.raises(BoneAgeError, match="safetensors"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+    (tmp_path / "nocard.safetensors").write_bytes(b"x")
+    with pytest.raises(BoneAgeError, match="no model card"):
+        load_checkpoint(tmp_path / "nocard.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BoneAgeError, match="no best.safetensors"):
+        resolve_model_path(tmp_path / "empty")
+    with pytest.raises(BoneAgeError, match="no such model"):
+        resolve_model_path(tmp_path / "missing.safetensors")

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from boneage.errors import BoneAgeError  # noqa: E402
+from boneage.training.augment import augment_batch  # noqa: E402
+from boneage.training.config import AugmentConfig, load_config  # noqa: E402
+from boneage.training.schedule import warmup_cosine  # noqa: E402
+
+
+def test_defaults_are_the_seed_recipe():
+    cfg = load_config()
+    assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup_fraction, cfg.huber_delta,
+            cfg.epochs) == (64, 5e-3, 0.01, 0.2, 15.0, 60)
+    assert cfg.augment.enabled is False
+
+
+def test_yaml_then_command_line(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("arch: resnet18\nepochs: 7\naugment: {enabled: true, rotation: 5}\n")
+    cfg = load_config(p, {"epochs": 3, "lr": None})
+    assert (cfg.arch, cfg.epochs, cfg.lr, cfg.augment.enabled, cfg.augment.rotation) == \
+        ("resnet18", 3, 5e-3, True, 5.0)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("epoch: 3\n", "unknown setting 'epoch'"),
+    ("epochs: many\n", "must be a number"),
+    ("arch: vgg\n", "unknown architecture"),
+    ("augment: {spin: 3}\n", "unknown setting 'spin'"),
+    ("- a list\n", "mapping"),
+    ("epochs: [\n", "invalid YAML"),
+])
+def test_bad_configs(tmp_path, text, match):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(BoneAgeError, match=match):
+        load_config(p)
+
+
+def test_committed_configs_load():
+    from tests.conftest import ROOT
+
+    for p in (ROOT / "configs").glob("*.yaml"):
+        load_config(p)
+
+
+def test_warmup_cosine_shape():
+    total, warm = 100, 0.2
+    lrs = [warmup_cosine(s, total, warm) for s in range(total)]
+    assert lrs[0] < 0.05 and lrs[19] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:20], lrs[1:20], strict=False))
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:], strict=False))
+    assert lrs[-1] < 0.01
+
+
+def test_augment_batch_changes_each_image_and_stays_in_range():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 32, 32)
+    x[1] = x[0]
+    y = augment_batch(x, AugmentConfig(enabled=True))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert not torch.allclose(y[0], y[1])  # same input, different transforms
+    still = AugmentConfig(True, 0, 0, 0, 0, 0, 0)
+    assert torch.allclose(augment_batch(x, still), x.clamp_min(1e-6), atol=1e-5)
