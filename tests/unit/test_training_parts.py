@@ -65,3 +65,15 @@ def test_augment_batch_changes_each_image_and_stays_in_range():
     assert not torch.allclose(y[0], y[1])  # same input, different transforms
     still = AugmentConfig(True, 0, 0, 0, 0, 0, 0)
     assert torch.allclose(augment_batch(x, still), x.clamp_min(1e-6), atol=1e-5)
+
+
+def test_global_rank_from_launcher_environment(monkeypatch):
+    from boneage.training.run import global_rank
+
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert global_rank() == 0
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert global_rank() == 1
+    monkeypatch.setenv("RANK", "0")  # torchrun's global rank wins
+    assert global_rank() == 0

@@ -84,7 +84,7 @@ def _trim_uniform_border(img: np.ndarray, max_fraction: float = 0.35) -> tuple[i
         n = 0
         while n < limit and flat[n]:
             n += 1
-        return n + 4 if n else 0  # and past the blurred edge of the frame
+        return n
 
     y0, y1 = run(row_flat), h - run(row_flat[::-1])
     x0, x1 = run(col_flat), w - run(col_flat[::-1])
@@ -101,7 +101,10 @@ def localise_hand(image: np.ndarray, margin: float = 0.05) -> HandBox:
     small = cv2.GaussianBlur(small, (5, 5), 0)
     sh, sw = small.shape
     # (x0, y0, x1, y1) of the region searched, in small-image coordinates
-    rx0, ry0, rx1, ry1 = _trim_uniform_border(small)
+    frame = _trim_uniform_border(small)
+    # search from a little inside any trimmed frame edge, past its blurred rim
+    rx0, ry0 = frame[0] + 4 * (frame[0] > 0), frame[1] + 4 * (frame[1] > 0)
+    rx1, ry1 = frame[2] - 4 * (frame[2] < sw), frame[3] - 4 * (frame[3] < sh)
     found_box = None
     for _ in range(3):
         region = small[ry0:ry1, rx0:rx1]
@@ -124,7 +127,12 @@ def localise_hand(image: np.ndarray, margin: float = 0.05) -> HandBox:
         return HandBox(0, 0, w, h, False)
     x0, y0, x1, y1 = (v / scale for v in found_box)
     mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    # the margin never reaches into a trimmed frame
+    fx0, fy0 = frame[0] / scale, frame[1] / scale
+    fx1 = frame[2] / scale if frame[2] < sw else w
+    fy1 = frame[3] / scale if frame[3] < sh else h
     return HandBox(
-        max(0, int(x0 - mx)), max(0, int(y0 - my)),
-        min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my))), True,
+        max(0, int(fx0), int(x0 - mx)), max(0, int(fy0), int(y0 - my)),
+        min(w, int(np.ceil(fx1)), int(np.ceil(x1 + mx))),
+        min(h, int(np.ceil(fy1)), int(np.ceil(y1 + my))), True,
     )

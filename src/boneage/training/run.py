@@ -10,6 +10,8 @@ RUN/state/last.ckpt      Lightning state for --resume (our own file, never a use
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -107,8 +109,18 @@ def train(
     progress: bool = True,
     max_steps: int = -1,
 ) -> dict[str, Any]:
-    """Train one model; return the final summary (best validation metrics, time, paths)."""
+    """Train one model; return the final summary (best validation metrics, time, paths).
+
+    Under DDP every process runs this function; only global rank 0 prepares data and writes
+    the run folder, the others wait for it and read the same config, split and cache."""
     out = Path(out)
+    if global_rank() > 0:
+        _wait_for_rank_zero(out)
+        cfg_saved = load_config(out / "config.yaml")
+        prov = read_csv_dicts(out / "provenance.csv")[0]
+        split = load_split(out / "split.csv")
+        tr, va = _load_parts(Path(prov["cache"]), split)
+        return _fit(out, cfg_saved, tr, va, prov["source"], split, resume, progress, max_steps)
     check_run_dir(out, resume)
     if resume:
         cfg = load_config(out / "config.yaml")
@@ -133,13 +145,33 @@ def train(
         atomic_write_csv(out / "provenance.csv", ["cache", "source", "source_sha256"],
                          [[str(cache.resolve()), source,
                            _sha256(Path(source)) if Path(source).is_file() else ""]])
+    tr, va = _load_parts(cache, split)
+    return _fit(out, cfg, tr, va, source, split, resume, progress, max_steps)
+
+
+def _load_parts(cache: Path, split: dict[str, str]) -> tuple[Cache, Cache]:
     train_ids = [i for i, s in split.items() if s == "train"]
     val_ids = [i for i, s in split.items() if s == "val"]
     if not train_ids or not val_ids:
         raise BoneAgeError(f"need films for both training and validation (got {len(train_ids)} "
                            f"and {len(val_ids)}); lower val_fraction or add data")
-    tr, va = load_cache(cache, train_ids), load_cache(cache, val_ids)
-    return _fit(out, cfg, tr, va, source, split, resume, progress, max_steps)
+    return load_cache(cache, train_ids), load_cache(cache, val_ids)
+
+
+def global_rank() -> int:
+    """This process's rank under torchrun or Lightning's DDP launcher (0 when alone)."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return int(os.environ.get("NODE_RANK", 0)) + int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _wait_for_rank_zero(out: Path, timeout_s: float = 6 * 3600) -> None:
+    """provenance.csv is the last file rank 0 writes before training starts."""
+    deadline = time.monotonic() + timeout_s
+    while not (out / "provenance.csv").is_file():
+        if time.monotonic() > deadline:
+            raise BoneAgeError(f"{out}: rank 0 never finished preparing the run")
+        time.sleep(2)
 
 
 def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: dict[str, str],
