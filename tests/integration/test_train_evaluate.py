@@ -52,6 +52,7 @@ def test_train_evaluate_compare(small_set, tmp_path, capsys):
     rows = read_csv_dicts(run / "metrics.csv")
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0]  # it learns
+    assert all(r["train_rmse"] and r["train_r2"] and r["val_r2"] for r in rows)
     for name in ("config.yaml", "split.csv", "curves.png", "lr.png", "best.safetensors",
                  "best.json", "last.safetensors", "last.json", "state/last.ckpt"):
         assert (run / name).is_file(), name

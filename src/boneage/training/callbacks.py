@@ -18,8 +18,8 @@ from boneage.fileio import atomic_write_csv, read_csv_dicts
 from boneage.models.checkpoint import save_checkpoint
 from boneage.models.registry import count_parameters
 
-METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_mae", "val_loss", "val_mae", "val_rmse",
-                  "val_r2", "lr", "seconds")
+METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_mae", "train_rmse", "train_r2",
+                  "val_loss", "val_mae", "val_rmse", "val_r2", "lr", "seconds")
 
 
 class RunRecorder(L.Callback):
@@ -55,6 +55,7 @@ class RunRecorder(L.Callback):
         row = {
             "epoch": trainer.current_epoch, "step": trainer.global_step,
             "train_loss": m.get("train_loss"), "train_mae": m.get("train_mae_epoch"),
+            "train_rmse": m.get("train_rmse"), "train_r2": m.get("train_r2"),
             "val_loss": m.get("val_loss"), "val_mae": m.get("val_mae"),
             "val_rmse": m.get("val_rmse"), "val_r2": m.get("val_r2"),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],

@@ -27,6 +27,8 @@ class BoneAgeModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = build_model(arch, **model_kwargs)
         self.augment = AugmentConfig(**augment)
+        self.train_rmse = torchmetrics.MeanSquaredError(squared=False)
+        self.train_r2 = torchmetrics.R2Score()
         self.val_mae = torchmetrics.MeanAbsoluteError()
         self.val_rmse = torchmetrics.MeanSquaredError(squared=False)
         self.val_r2 = torchmetrics.R2Score()
@@ -50,7 +52,10 @@ class BoneAgeModule(L.LightningModule):
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log("train_mae", (pred - y).abs().mean(), on_step=True, on_epoch=True,
                  prog_bar=True, sync_dist=True)
+        self.train_rmse.update(pred.detach(), y)
+        self.train_r2.update(pred.detach(), y)
         return loss
+
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, sex, y = batch
@@ -65,7 +70,12 @@ class BoneAgeModule(L.LightningModule):
         self.log("val_mae", self.val_mae.compute(), prog_bar=True, sync_dist=True)
         self.log("val_rmse", self.val_rmse.compute(), sync_dist=True)
         self.log("val_r2", self.val_r2.compute(), sync_dist=True)
-        for m in (self.val_mae, self.val_rmse, self.val_r2):
+        # validation closes each training epoch, so the epoch's training metrics are complete
+        # here (and logged before any callback's on_train_epoch_end reads them)
+        if self.train_r2.update_called:
+            self.log("train_rmse", self.train_rmse.compute(), sync_dist=True)
+            self.log("train_r2", self.train_r2.compute(), sync_dist=True)
+        for m in (self.val_mae, self.val_rmse, self.val_r2, self.train_rmse, self.train_r2):
             m.reset()
 
     def configure_optimizers(self):
