@@ -235,6 +235,24 @@ def _parser_compare(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+# ----------------------------------------------------------------------------------- export
+def cmd_export(a: argparse.Namespace) -> int:
+    from boneage.inference.onnx import export_onnx
+
+    out = export_onnx(a.model, a.out, opset=a.opset)
+    print(f"exported {a.model} -> {out} (+ {out.with_suffix('.json').name})")
+    return 0
+
+
+def _parser_export(sub) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX (runs without torch)")
+    p.add_argument("--model", required=True, metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", required=True, metavar="FILE.onnx")
+    p.add_argument("--opset", type=_positive_int, default=17)
+    p.set_defaults(func=cmd_export)
+
+
 # ------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from boneage import __version__
@@ -252,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_train(sub)
     _parser_evaluate(sub)
     _parser_compare(sub)
+    _parser_export(sub)
     return parser
 
 

@@ -45,7 +45,11 @@ class FusionRegressor(nn.Module):
         """The last convolutional feature map (Grad-CAM hooks here)."""
         return self.backbone(image)
 
-    def forward(self, image: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
-        f = torch.flatten(self.pool(self.features(image)), 1)
+    def from_features(self, features: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
+        """The rest of the network after the feature map (Grad-CAM differentiates this)."""
+        f = torch.flatten(self.pool(features), 1)
         s = self.sex_mlp(sex.reshape(-1, 1).to(f.dtype))
         return self.head(torch.cat([f, s], dim=1)).squeeze(1)
+
+    def forward(self, image: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
+        return self.from_features(self.features(image), sex)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from boneage.cli import main  # noqa: E402
+from boneage.errors import BoneAgeError  # noqa: E402
+from boneage.inference.gradcam import gradcam, overlay  # noqa: E402
+from boneage.inference.predictor import Predictor  # noqa: E402
+from boneage.models.checkpoint import save_checkpoint  # noqa: E402
+from boneage.models.fusion import FusionRegressor  # noqa: E402
+from boneage.models.registry import build_model  # noqa: E402
+from boneage.preprocess.steps import thumbnail_pipeline  # noqa: E402
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18").eval()
+    card = {"arch": "resnet18", "model_kwargs": {}, "input_size": 64,
+            "pipeline": thumbnail_pipeline(64).to_dict(),
+            "target_norm": {"mean": 120.0, "std": 40.0}}
+    return save_checkpoint(model, card, tmp_path / "m.safetensors")
+
+
+def test_onnx_export_matches_torch(checkpoint, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(checkpoint), "--format", "onnx", "--out",
+                 str(out)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["arch"] == "resnet18" and card["onnx"]["opset"] == 17
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (5, 64, 64), dtype=np.uint8)  # dynamic batch: 5 != 2
+    male = np.array([1, 0, 1, 0, 1], bool)
+    a = Predictor.load(checkpoint).predict_arrays(images, male, batch_size=3)
+    b = Predictor.load(out, backend="onnx").predict_arrays(images, male, batch_size=3)
+    assert np.abs(a - b).max() < 0.05
+    assert not np.allclose(a, a[0])  # real predictions, not a constant
+
+
+def test_onnx_errors(tmp_path):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(BoneAgeError, match="no such .onnx"):
+        Predictor.load(tmp_path / "none.onnx", backend="onnx")
+    (tmp_path / "x.onnx").write_bytes(b"garbage")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(BoneAgeError, match="not a loadable ONNX"):
+        Predictor.load(tmp_path / "x.onnx", backend="onnx")
+    with pytest.raises(BoneAgeError, match="unknown backend"):
+        Predictor.load(tmp_path / "x.onnx", backend="tensorrt")
+
+
+def test_gradcam_points_at_what_drives_the_output():
+    # identity features, average pooling, linear head: the output grows with brightness
+    # everywhere, so Grad-CAM must light up exactly where the image is bright
+    conv = torch.nn.Conv2d(1, 1, 1, bias=False)
+    torch.nn.init.ones_(conv.weight)
+    model = FusionRegressor(conv, 1, head=(4,), head_dropouts=(0.0,)).eval()
+    with torch.no_grad():
+        for layer in model.head.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.abs_()
+    img = np.zeros((32, 32), np.float32)
+    img[2:10, 3:12] = 1.0
+    cam = gradcam(model, img, male=True)
+    assert cam.shape == (32, 32) and cam.min() >= 0 and cam.max() == pytest.approx(1.0)
+    assert cam[2:10, 3:12].mean() > 0.9 and cam[20:, 20:].max() < 0.1
+    pic = overlay((img * 255).astype(np.uint8), cam)
+    assert pic.shape == (32, 32, 3) and pic.dtype == np.uint8
+
+
+def test_gradcam_on_registry_models(checkpoint):
+    pred = Predictor.load(checkpoint)
+    cam = gradcam(pred.model, np.random.default_rng(1).random((64, 64), np.float32), False)
+    assert cam.shape == (64, 64) and np.isfinite(cam).all()
