@@ -140,7 +140,8 @@ def cmd_train(a: argparse.Namespace) -> int:
             overrides["clahe"] = False
         cfg = load_config(a.config, overrides)
         summary = train(a.out, cfg, images=a.images, labels=a.labels, data=a.data,
-                        cache_dir=a.cache, val_labels=a.val_labels, split_file=a.split,
+                        cache_dir=a.cache, val_labels=a.val_labels, val_images=a.val_images,
+                        split_file=a.split,
                         skip_invalid=a.skip_invalid)
     print(json.dumps(summary))
     return 0
@@ -154,6 +155,8 @@ def _parser_train(sub) -> None:
     p.add_argument("--data", metavar="CACHE", help="an already prepared cache (with labels)")
     p.add_argument("--cache", metavar="DIR", help="where to prepare films (default RUN_DIR/cache)")
     p.add_argument("--val-labels", metavar="CSV", help="a given validation set (else a split)")
+    p.add_argument("--val-images", metavar="DIR", help="its films (default: the Kaggle folder "
+                   "beside the CSV, else --images)")
     p.add_argument("--split", metavar="CSV", help="a saved split file (id,split) to reuse")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")

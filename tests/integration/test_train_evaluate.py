@@ -146,3 +146,25 @@ def test_cli_help_imports_no_heavy_modules():
                          check=True).stdout
     assert "--resume" in out and "--config" in out
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_given_validation_csv_is_the_validation_split(small_set, tmp_path):
+    from boneage.data.splits import load_split
+
+    images, labels = small_set
+    lines = labels.read_text().strip().splitlines()
+    header, rows = lines[0], lines[1:]
+    (tmp_path / "train.csv").write_text("\n".join([header, *rows[:-30]]) + "\n")
+    # the validation CSV in the RSNA validation format
+    val = ["Image ID,male,Bone Age (months)"]
+    for r in rows[-30:]:
+        rid, age, male = r.split(",")
+        val.append(f"{rid},{male},{age}")
+    (tmp_path / "val.csv").write_text("\n".join(val) + "\n")
+    run = tmp_path / "run"
+    train(run, _cfg(epochs=1), images=str(images), labels=str(tmp_path / "train.csv"),
+          val_labels=str(tmp_path / "val.csv"), progress=False)
+    split = load_split(run / "split.csv")
+    assert sorted(i for i, s in split.items() if s == "val") == \
+        sorted(r.split(",")[0] for r in rows[-30:])
+    assert sum(s == "train" for s in split.values()) == len(rows) - 30

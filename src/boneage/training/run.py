@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from boneage.data.labels import LabelTable, Record, load_table, read_labels
+from boneage.data.labels import LabelTable, Record, default_images_dir, load_table, read_labels
 from boneage.data.splits import load_split, save_split, stratified_split
 from boneage.errors import BoneAgeError
 from boneage.fileio import atomic_write_csv, ensure_writable_dir, read_csv_dicts
@@ -62,7 +62,8 @@ def check_run_dir(out: Path, resume: bool) -> None:
 
 
 def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, val_labels,
-                  skip_invalid: bool) -> tuple[Path, LabelTable, dict[str, str] | None, str]:
+                  val_images, skip_invalid: bool
+                  ) -> tuple[Path, LabelTable, dict[str, str] | None, str]:
     """(cache folder, table of everything in it, split from a validation CSV or None, source)."""
     if data is not None:
         cache = Path(data)
@@ -76,7 +77,10 @@ def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, 
         cache = Path(cache_dir) if cache_dir else out / "cache"
     split = None
     if val_labels is not None:
-        vt = read_labels(val_labels, images, skip_invalid=skip_invalid)
+        if val_images is None:  # the Kaggle layout beside the CSV, else the training folder
+            kaggle = Path(val_labels).with_suffix("")
+            val_images = default_images_dir(Path(val_labels)) if kaggle.is_dir() else images
+        vt = read_labels(val_labels, val_images, skip_invalid=skip_invalid)
         clash = set(vt.ids) & set(table.ids)
         if clash:
             raise BoneAgeError(f"{val_labels}: {len(clash)} id(s) also in the training labels, "
@@ -90,7 +94,7 @@ def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, 
         if r.failed:
             rid, err = r.failed[0]
             raise BoneAgeError(f"{len(r.failed)} film(s) could not be prepared, first: {err} "
-                               "(fix or remove them, or use --skip-invalid in the labels)")
+                               "(fix those files or remove their rows from the labels)")
     return cache, table, split, source
 
 
@@ -103,6 +107,7 @@ def train(
     data: str | None = None,
     cache_dir: str | None = None,
     val_labels: str | None = None,
+    val_images: str | None = None,
     split_file: str | None = None,
     resume: bool = False,
     skip_invalid: bool = False,
@@ -131,7 +136,7 @@ def train(
     else:
         cfg = cfg or TrainConfig()
         cache, table, split, source = _resolve_data(cfg, out, images, labels, data, cache_dir,
-                                                    val_labels, skip_invalid)
+                                                    val_labels, val_images, skip_invalid)
         if split_file is not None:
             split = load_split(split_file)
             unknown = set(split) - set(table.ids)
