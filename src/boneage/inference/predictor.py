@@ -48,6 +48,18 @@ class Predictor:
         return out
 
 
+    def predict_tta(self, images: np.ndarray, male: np.ndarray, batch_size: int = 32
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, spread) in months over the test-time-augmented views of each image."""
+        from boneage.inference.uncertainty import DEFAULT_TTA, tta_views
+
+        v = len(DEFAULT_TTA)
+        views = np.concatenate([tta_views(im) for im in images]) if len(images) else images
+        preds = self.predict_arrays(views, np.repeat(np.asarray(male, bool), v), batch_size)
+        preds = preds.reshape(len(images), v)
+        return preds.mean(axis=1), preds.std(axis=1)
+
+
 class TorchPredictor(Predictor):
     def __init__(self, model: Any, card: dict[str, Any], path: Path) -> None:
         super().__init__(card, path)
