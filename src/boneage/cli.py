@@ -193,15 +193,18 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from boneage.evaluation.evaluate import evaluate
 
     metrics, errors = evaluate(a.model, a.images, a.labels, a.out, a.subset, a.skip_invalid,
-                               a.workers or 0, progress=not a.json)
+                               a.workers or 0, progress=not a.json, tta=a.tta)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
     if a.json:
         print(json.dumps(metrics))
     else:
         lo, hi = metrics["mae_ci95"]
+        iv = metrics.get("interval")
         print(f"n={metrics['n']}  MAE {metrics['mae']:.2f} months (95% CI {lo:.2f}-{hi:.2f})  "
               f"RMSE {metrics['rmse']:.2f}  R² {metrics['r2']:.3f}"
+              + (f"  interval coverage {iv['coverage']:.1%}, mean width {iv['mean_width']:.1f}"
+                 if iv else "")
               + (f"  -> {a.out}/report.html" if a.out else ""))
     return 1 if errors else 0
 
@@ -215,8 +218,32 @@ def _parser_evaluate(sub) -> None:
     p.add_argument("--subset", choices=("train", "val", "test"),
                    help="only the films in this part of the model's run split")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation, as `predict` "
+                   "does (and interval coverage when the model is calibrated)")
     p.add_argument("--workers", type=_positive_int, help="preprocessing processes")
     p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from boneage.evaluation.evaluate import calibrate_model
+
+    cal = calibrate_model(a.model, a.images, a.labels, a.subset, a.coverage, a.skip_invalid,
+                          a.workers or 0)
+    print(f"calibrated on {cal['n']} films: q={cal['q']:.3f}, coverage "
+          f"{cal['calibration_coverage']:.1%} (nominal {cal['coverage']:.0%}), mean width "
+          f"{cal['calibration_mean_width']:.1f} months; stored in the model card")
+    return 0
+
+
+def _parser_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="fit the model's prediction interval on labelled films")
+    p.add_argument("--model", required=True, metavar="RUN_DIR_OR_CHECKPOINT")
+    _add_data_args(p, labels_required=True)
+    p.add_argument("--subset", choices=("train", "val", "test"),
+                   help="only the films in this part of the model's run split (use val)")
+    p.add_argument("--coverage", type=float, default=0.9, help="nominal coverage (0.9)")
+    p.add_argument("--workers", type=_positive_int, help="preprocessing processes")
+    p.set_defaults(func=cmd_calibrate)
 
 
 # ---------------------------------------------------------------------------------- compare
@@ -236,6 +263,38 @@ def _parser_compare(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="comparison", metavar="DIR")
     p.set_defaults(func=cmd_compare)
+
+
+# ---------------------------------------------------------------------------------- predict
+def cmd_predict(a: argparse.Namespace) -> int:
+    from boneage.inference.api import load_model
+    from boneage.inference.batch import predict_paths
+    from boneage.preprocess.prepare import cpu_count
+
+    model = load_model(a.model, a.backend, tta=not a.no_tta)
+    done, errors = predict_paths(model, a.paths, a.sex, a.labels, a.chronological_age,
+                                 a.format, a.out, a.heatmap, a.workers or cpu_count())
+    if errors:
+        print(f"{done} film(s) estimated, {len(errors)} failed", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _parser_predict(sub) -> None:
+    p = sub.add_parser("predict", help="bone age for films (PNG, JPEG, DICOM) or folders")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="film files or folders")
+    p.add_argument("--sex", help="M or F, for every film (else --labels or the DICOM header)")
+    p.add_argument("--labels", metavar="CSV", help="sex per film, any RSNA label format")
+    p.add_argument("--chronological-age", type=float, metavar="MONTHS",
+                   help="for the SDS and category (else the DICOM header, if any)")
+    p.add_argument("--model", default="default", metavar="NAME_OR_PATH")
+    p.add_argument("--backend", choices=("torch", "onnx"), help="default: from the model file")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="json: one object per line")
+    p.add_argument("--out", metavar="FILE", help="write results here (streamed) instead of stdout")
+    p.add_argument("--heatmap", metavar="DIR", help="write a Grad-CAM overlay PNG per film")
+    p.add_argument("--no-tta", action="store_true", help="no test-time augmentation (no interval)")
+    p.add_argument("--workers", type=_positive_int, help="reading processes (default: all cores)")
+    p.set_defaults(func=cmd_predict)
 
 
 # ----------------------------------------------------------------------------------- export
@@ -272,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_models(sub)
     _parser_train(sub)
     _parser_evaluate(sub)
+    _parser_calibrate(sub)
     _parser_compare(sub)
+    _parser_predict(sub)
     _parser_export(sub)
     return parser
 

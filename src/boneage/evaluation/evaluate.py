@@ -28,20 +28,9 @@ def select_subset(table: LabelTable, run_dir: Path | None, subset: str | None) -
     return table.subset(keep)
 
 
-def evaluate(model: str, images: str | None, labels: str, out: str | None = None,
-             subset: str | None = None, skip_invalid: bool = False, workers: int = 0,
-             progress: bool = True) -> tuple[dict[str, Any], list[str]]:
-    """Return (metrics, errors for films that could not be read)."""
-    from boneage.evaluation.metrics import evaluation_metrics
-    from boneage.inference.predictor import Predictor
-
-    predictor = Predictor.load(model)
-    run_dir = predictor.path.parent if (predictor.path.parent / "config.yaml").is_file() else None
-    table = load_table(images, labels, skip_invalid=skip_invalid)
-    if not table.labelled:
-        raise BoneAgeError(f"{labels}: evaluation needs a bone age for every film")
-    table = select_subset(table, run_dir, subset)
-    outdir = ensure_writable_dir(out) if out else None
+def predict_table(predictor, table: LabelTable, tta: bool, workers: int = 0,
+                  progress: bool = True):
+    """(records read, true ages, sex, mean prediction, TTA spread or zeros, errors)."""
     prepared = preprocess_many([r.path for r in table], predictor.pipeline.cached_part,
                                workers or cpu_count(), progress)
     errors = [err for _, _, err in prepared if err]
@@ -52,22 +41,77 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
     recs = [table.records[i] for i in ok]
     male = np.array([bool(r.male) for r in recs])
     y = np.array([r.months for r in recs], float)
-    pred = predictor.predict_arrays(imgs, male).astype(float)
+    if tta:
+        mean, spread = predictor.predict_tta(imgs, male)
+    else:
+        mean, spread = predictor.predict_arrays(imgs, male), np.zeros(len(recs))
+    return recs, y, male, mean.astype(float), spread.astype(float), errors
+
+
+def load_labelled(model: str, images: str | None, labels: str, subset: str | None,
+                  skip_invalid: bool):
+    from boneage.inference.predictor import Predictor
+
+    predictor = Predictor.load(model)
+    run_dir = predictor.path.parent if (predictor.path.parent / "config.yaml").is_file() else None
+    table = load_table(images, labels, skip_invalid=skip_invalid)
+    if not table.labelled:
+        raise BoneAgeError(f"{labels}: evaluation needs a bone age for every film")
+    return predictor, run_dir, select_subset(table, run_dir, subset)
+
+
+def evaluate(model: str, images: str | None, labels: str, out: str | None = None,
+             subset: str | None = None, skip_invalid: bool = False, workers: int = 0,
+             progress: bool = True, tta: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """Return (metrics, errors for films that could not be read)."""
+    from boneage.evaluation.metrics import evaluation_metrics
+
+    predictor, run_dir, table = load_labelled(model, images, labels, subset, skip_invalid)
+    outdir = ensure_writable_dir(out) if out else None
+    recs, y, male, pred, spread, errors = predict_table(predictor, table, tta, workers, progress)
     metrics = evaluation_metrics(y, pred, male)
-    metrics["model"] = str(predictor.path)
-    metrics["arch"] = predictor.card["arch"]
-    metrics["labels"] = str(labels)
-    metrics["subset"] = subset
-    metrics["failed"] = len(errors)
+    cal = predictor.card.get("calibration")
+    if tta and cal:
+        from boneage.inference.uncertainty import interval
+
+        lo, hi = interval(pred, spread, cal)
+        metrics["interval"] = {"nominal": cal["coverage"],
+                               "coverage": round(float(np.mean((y >= lo) & (y <= hi))), 4),
+                               "mean_width": round(float(np.mean(hi - lo)), 2)}
+    metrics.update(model=str(predictor.path), arch=predictor.card["arch"], labels=str(labels),
+                   subset=subset, tta=tta, failed=len(errors))
     if outdir is not None:
         atomic_write_json(outdir / "metrics.json", metrics)
         atomic_write_csv(outdir / "predictions.csv",
                          ["id", "male", "true_months", "predicted_months", "error_months"],
                          [[r.id, int(bool(r.male)), r.months, round(float(p), 2),
-                           round(float(p) - r.months, 2)] for r, p in zip(recs, pred, strict=True)])
+                           round(float(p) - r.months, 2)]
+                          for r, p in zip(recs, pred, strict=True)])
         from boneage.evaluation.report import write_report
         from boneage.plots import evaluation_figures
 
         figures = evaluation_figures(y, pred, male, metrics, outdir)
         write_report(outdir / "report.html", metrics, figures, predictor.card, run_dir)
     return metrics, errors
+
+
+def calibrate_model(model: str, images: str | None, labels: str, subset: str | None = None,
+                    coverage: float = 0.9, skip_invalid: bool = False, workers: int = 0,
+                    progress: bool = True) -> dict[str, Any]:
+    """Fit the 90% interval on labelled films (TTA + split-conformal) and store it in the
+    model card beside the weights."""
+    from boneage.fileio import atomic_write_json as write
+    from boneage.inference.uncertainty import calibrate
+    from boneage.models.checkpoint import card_path
+
+    if not 0.5 <= coverage < 1:
+        raise BoneAgeError("coverage must be in [0.5, 1)")
+    predictor, _, table = load_labelled(model, images, labels, subset, skip_invalid)
+    _, y, _, mean, spread, errors = predict_table(predictor, table, True, workers, progress)
+    if len(y) < 10:
+        raise BoneAgeError("calibration needs at least 10 labelled films")
+    cal = calibrate(y, mean, spread, coverage)
+    cal.update(labels=str(labels), subset=subset, failed=len(errors))
+    card = {**predictor.card, "calibration": cal}
+    write(card_path(predictor.path), card)
+    return cal

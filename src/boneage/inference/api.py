@@ -1,0 +1,195 @@
+"""The Python API: `load_model()` and `BoneAgeModel.predict()`, the same numbers as the CLI.
+
+    from boneage import load_model
+    model = load_model("runs/dn121")            # a run folder, a checkpoint, or an .onnx
+    r = model.predict("film.png", sex="F", chronological_age_months=120)
+    print(r.bone_age_months, r.interval_low_months, r.interval_high_months, r.sds, r.category)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneage.data.images import decode_image, read_bytes, sniff_format
+from boneage.data.labels import parse_sex
+from boneage.errors import BoneAgeError
+from boneage.inference.predictor import Predictor
+from boneage.preprocess.steps import Pipeline, ToUint8
+
+RESULT_COLUMNS = ("file", "sex", "bone_age_months", "bone_age_years", "interval_low_months",
+                  "interval_high_months", "chronological_age_months", "difference_months",
+                  "sds", "category", "warnings")
+BUNDLED = Path(__file__).resolve().parents[1] / "weights"
+
+
+@dataclass
+class BoneAgeResult:
+    file: str
+    sex: str  # "M" or "F"
+    bone_age_months: float
+    bone_age_years: float
+    interval_low_months: float | None = None
+    interval_high_months: float | None = None
+    chronological_age_months: float | None = None
+    difference_months: float | None = None
+    sds: float | None = None
+    category: str | None = None  # delayed | normal | advanced
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: d[k] for k in RESULT_COLUMNS}
+
+
+@dataclass
+class Film:
+    """A film read for inference: 8-bit pixels and what its DICOM header said, if any."""
+
+    name: str
+    pixels: np.ndarray
+    male: bool | None = None
+    age_months: float | None = None
+
+
+def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) -> Film:
+    if isinstance(source, np.ndarray):
+        return Film(name or "array", ToUint8()(source, {}))
+    data = source if isinstance(source, bytes) else read_bytes(source)
+    label = name or (str(source) if not isinstance(source, bytes) else "upload")
+    if sniff_format(data) == "dicom":
+        from boneage.data.dicom import decode_dicom
+
+        d = decode_dicom(data, label)
+        return Film(label, ToUint8()(d.pixels, {}), d.male, d.age_months)
+    return Film(label, ToUint8()(decode_image(data, label), {}))
+
+
+def check_age(months: float | None, what: str = "chronological age") -> float | None:
+    if months is None:
+        return None
+    try:
+        m = float(months)
+    except (TypeError, ValueError):
+        raise BoneAgeError(f"{what} must be a number of months, got {months!r}") from None
+    if not 0 <= m <= 240:
+        raise BoneAgeError(f"{what} must be between 0 and 240 months, got {m:g}")
+    return m
+
+
+def resolve_sex(value: Any, film: Film) -> bool:
+    if value is not None and value != "":
+        male = value if isinstance(value, bool) else parse_sex(value)
+        if male is None:
+            raise BoneAgeError(f"unknown sex {value!r} (use M or F)")
+        return male
+    if film.male is not None:
+        return film.male
+    raise BoneAgeError(f"{film.name}: sex is required (the bone-age standards differ by sex); "
+                       "give it, or use a DICOM with PatientSex")
+
+
+def prepare_film(film: Film, pipeline: Pipeline) -> tuple[np.ndarray, dict[str, Any]]:
+    """The model's cached preprocessing, plus what the quality checks need from the raw film."""
+    from boneage.inference.quality import border_brightness
+
+    meta: dict[str, Any] = {"border_brightness": border_brightness(film.pixels)}
+    return pipeline.cached_part(film.pixels, meta), meta
+
+
+class BoneAgeModel:
+    def __init__(self, predictor: Predictor, tta: bool = True) -> None:
+        self.predictor = predictor
+        self.tta = tta
+        self.card = predictor.card
+
+    @property
+    def name(self) -> str:
+        return str(self.card.get("name", self.predictor.path.stem))
+
+    def predict(self, image: str | Path | bytes | np.ndarray, sex: Any = None,
+                chronological_age_months: float | None = None) -> BoneAgeResult:
+        return self.predict_films([read_film(image)], [sex], [chronological_age_months])[0]
+
+    def predict_batch(self, images: list, sex: Any = None,
+                      chronological_age_months: Any = None) -> list[BoneAgeResult]:
+        n = len(images)
+        sexes = sex if isinstance(sex, (list, tuple)) else [sex] * n
+        ages = (chronological_age_months if isinstance(chronological_age_months, (list, tuple))
+                else [chronological_age_months] * n)
+        return self.predict_films([read_film(i) for i in images], sexes, ages)
+
+    def prepare(self, film: Film) -> tuple[np.ndarray, dict[str, Any]]:
+        return prepare_film(film, self.predictor.pipeline)
+
+    def predict_films(self, films: list[Film], sexes: list, ages: list,
+                      prepared: list[tuple[np.ndarray, dict]] | None = None
+                      ) -> list[BoneAgeResult]:
+        """The core: prepared images -> (TTA) model -> interval, comparison, warnings."""
+        from boneage.inference.quality import quality_warnings
+        from boneage.inference.reference import compare_ages
+        from boneage.inference.uncertainty import interval
+
+        male = np.array([resolve_sex(s, f) for s, f in zip(sexes, films, strict=True)])
+        cas = [check_age(a if a is not None else f.age_months)
+               for a, f in zip(ages, films, strict=True)]
+        prepared = prepared or [self.prepare(f) for f in films]
+        imgs = np.stack([p for p, _ in prepared])
+        cal = self.card.get("calibration")
+        if self.tta:
+            mean, spread = self.predictor.predict_tta(imgs, male)
+        else:
+            mean, spread = self.predictor.predict_arrays(imgs, male), np.zeros(len(imgs))
+        results = []
+        for i, film in enumerate(films):
+            ba = float(mean[i])
+            r = BoneAgeResult(film.name, "M" if male[i] else "F", round(ba, 1),
+                              round(ba / 12, 2))
+            if cal and self.tta:
+                lo, hi = interval(mean[i : i + 1], spread[i : i + 1], cal)
+                r.interval_low_months, r.interval_high_months = round(float(lo[0]), 1), \
+                    round(float(hi[0]), 1)
+            elif not cal:
+                r.warnings.append("model not calibrated: no interval")
+            if cas[i] is not None:
+                c = compare_ages(ba, cas[i], bool(male[i]))
+                r.chronological_age_months = round(cas[i], 1)
+                r.difference_months, r.sds, r.category = c.difference_months, c.sds, c.category
+                if not c.in_range:
+                    r.warnings.append("chronological age outside the reference table's range")
+            r.warnings += quality_warnings(prepared[i][1], ba)
+            results.append(r)
+        return results
+
+    def heatmap(self, film: Film, sex: Any) -> np.ndarray:
+        """Grad-CAM overlay (BGR uint8) on the prepared film; needs the torch backend."""
+        from boneage.inference.gradcam import gradcam, overlay
+
+        model = getattr(self.predictor, "model", None)
+        if model is None:
+            raise BoneAgeError("heatmaps need the torch backend")
+        img, _ = self.prepare(film)
+        x = self.predictor.pipeline.tensor_part(img, {})
+        return overlay(img, gradcam(model, x, resolve_sex(sex, film)))
+
+
+def resolve_spec(spec: str | Path) -> Path:
+    if str(spec) == "default":
+        for name in ("default.safetensors", "default.onnx"):
+            if (BUNDLED / name).is_file():
+                return BUNDLED / name
+        raise BoneAgeError("no bundled default model is installed in this version; "
+                           "give --model RUN_DIR_OR_CHECKPOINT")
+    return Path(spec)
+
+
+def load_model(spec: str | Path = "default", backend: str | None = None, tta: bool = True
+               ) -> BoneAgeModel:
+    """A run folder, a .safetensors checkpoint, an exported .onnx, or "default"."""
+    path = resolve_spec(spec)
+    if backend is None:
+        backend = "onnx" if path.suffix == ".onnx" else "torch"
+    return BoneAgeModel(Predictor.load(path, backend), tta=tta)

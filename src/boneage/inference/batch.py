@@ -1,0 +1,162 @@
+"""`boneage predict`: films and folders in, one result per film streamed out as it is made
+(table, CSV or JSON Lines), so an interrupted batch keeps what it finished. Reading and
+preprocessing run in worker processes; the model runs on batches in this one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from boneage.data.images import list_images
+from boneage.data.labels import read_labels
+from boneage.errors import BoneAgeError
+from boneage.inference.api import RESULT_COLUMNS, BoneAgeModel, BoneAgeResult, Film, read_film
+from boneage.preprocess.steps import Pipeline
+
+CHUNK = 16
+
+
+def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """Files as given, folders as their images; (files, errors for paths that do not exist)."""
+    files, errors = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                errors.append(f"{p}: no PNG, JPEG or DICOM images in this folder")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            errors.append(f"{p}: no such file or folder")
+    return files, errors
+
+
+def sex_from_labels(labels: str | None) -> dict[str, bool]:
+    if labels is None:
+        return {}
+    table = read_labels(labels, require_age=False, require_images=False)
+    return {r.id: bool(r.male) for r in table}
+
+
+def _read_prepare(task: tuple[int, str, Pipeline]) -> tuple[int, Any, str]:
+    from boneage.inference.api import prepare_film
+
+    i, path, pipeline = task
+    try:
+        film = read_film(path)
+        prepared = prepare_film(film, pipeline)
+        return i, (Film(film.name, None, film.male, film.age_months), prepared), ""
+    except BoneAgeError as e:
+        return i, None, str(e)
+    except Exception as e:  # a decoder's own error on one file must not stop the batch
+        return i, None, f"{path}: {type(e).__name__}: {e}"
+
+
+class Writer:
+    def __init__(self, fmt: str, stream: IO[str]) -> None:
+        self.fmt, self.stream = fmt, stream
+        self.csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
+        if self.csv:
+            self.csv.writerow(RESULT_COLUMNS)
+        elif fmt == "table":
+            stream.write(f"{'file':<28} {'sex':<3} {'bone age':>16} {'90% interval':>14} "
+                         f"{'chron.':>7} {'diff':>6} {'SDS':>6} {'category':<9} warnings\n")
+        stream.flush()
+
+    def write(self, r: BoneAgeResult) -> None:
+        d = r.to_dict()
+        if self.fmt == "json":
+            self.stream.write(json.dumps(d) + "\n")
+        elif self.csv:
+            self.csv.writerow(["; ".join(v) if k == "warnings" else ("" if v is None else v)
+                               for k, v in d.items()])
+        else:
+            def f(v, fmt="{:.1f}"):
+                return "" if v is None else fmt.format(v)
+            iv = (f"{r.interval_low_months:.0f}-{r.interval_high_months:.0f}"
+                  if r.interval_low_months is not None else "")
+            self.stream.write(
+                f"{Path(r.file).name[:28]:<28} {r.sex:<3} "
+                f"{f(r.bone_age_months) + ' mo (' + f(r.bone_age_years) + ' y)':>16} "
+                f"{iv:>14} {f(r.chronological_age_months):>7} {f(r.difference_months):>6} "
+                f"{f(r.sds, '{:.2f}'):>6} {r.category or '':<9} {'; '.join(r.warnings)}\n")
+        self.stream.flush()
+
+
+def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
+                  labels: str | None = None, chronological_age: float | None = None,
+                  fmt: str = "table", out: str | None = None, heatmap_dir: str | None = None,
+                  workers: int = 1, progress: bool = True) -> tuple[int, list[str]]:
+    """Return (films estimated, one error line per failure)."""
+    from tqdm import tqdm
+
+    from boneage.inference.api import check_age
+    from boneage.preprocess.prepare import parallel_map
+
+    chronological_age = check_age(chronological_age)
+    files, errors = expand(paths)
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
+    by_id = sex_from_labels(labels)
+    if heatmap_dir:
+        Path(heatmap_dir).mkdir(parents=True, exist_ok=True)
+    stream = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout  # noqa: SIM115
+    done = 0
+    try:
+        writer = Writer(fmt, stream)
+        bar = tqdm(total=len(files), desc="predict", unit="film", dynamic_ncols=True,
+                   disable=not progress or len(files) < 2 or None, file=sys.stderr)
+        for start in range(0, len(files), CHUNK):
+            chunk = files[start : start + CHUNK]
+            tasks = [(i, str(p), model.predictor.pipeline) for i, p in enumerate(chunk)]
+            got: dict[int, Any] = {}
+            for i, item, err in parallel_map(_read_prepare, tasks, min(workers, len(chunk))):
+                if err:
+                    errors.append(err)
+                    print(f"error: {err}", file=sys.stderr)
+                else:
+                    got[i] = item
+            ok = []
+            for i in sorted(got):
+                film, _ = got[i]
+                p = chunk[i]
+                s = sex if sex else by_id.get(p.stem, by_id.get(p.name))
+                if s is None and film.male is None:
+                    msg = (f"{p}: sex is required (the bone-age standards differ by sex); give "
+                           "--sex, --labels, or a DICOM with PatientSex")
+                    errors.append(msg)
+                    print(f"error: {msg}", file=sys.stderr)
+                    continue
+                ok.append((i, s))
+            if ok:
+                results = model.predict_films(
+                    [got[i][0] for i, _ in ok], [s for _, s in ok],
+                    [chronological_age] * len(ok), [got[i][1] for i, _ in ok])
+                for (i, s), r in zip(ok, results, strict=True):
+                    writer.write(r)
+                    done += 1
+                    if heatmap_dir:
+                        _write_heatmap(model, chunk[i], s, Path(heatmap_dir))
+            bar.update(len(chunk))
+        bar.close()
+    finally:
+        if out:
+            stream.close()
+    return done, errors
+
+
+def _write_heatmap(model: BoneAgeModel, path: Path, sex: Any, folder: Path) -> None:
+    import cv2
+
+    from boneage.fileio import atomic_write_bytes
+
+    pic = model.heatmap(read_film(path), sex)
+    ok, buf = cv2.imencode(".png", pic)
+    if ok:
+        atomic_write_bytes(folder / f"{path.stem}.heatmap.png", np.asarray(buf).tobytes())

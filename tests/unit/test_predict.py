@@ -1,0 +1,147 @@
+"""Prediction for films: the Python API and `boneage predict` (with an untrained model: these
+tests check the plumbing, the accuracy lives in the benchmarks)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from boneage import load_model  # noqa: E402
+from boneage.cli import main  # noqa: E402
+from boneage.data.synthetic import synthetic_film  # noqa: E402
+from boneage.errors import BoneAgeError  # noqa: E402
+from boneage.inference.api import RESULT_COLUMNS  # noqa: E402
+from boneage.models.checkpoint import read_card, save_checkpoint  # noqa: E402
+from boneage.models.registry import build_model  # noqa: E402
+from boneage.preprocess.steps import seed_pipeline  # noqa: E402
+from tests.unit.test_dicom import write_dicom  # noqa: E402
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    torch.manual_seed(0)
+    card = {"arch": "resnet18", "model_kwargs": {}, "input_size": 64,
+            "pipeline": seed_pipeline(64).to_dict(), "target_norm": {"mean": 120.0, "std": 40.0}}
+    return save_checkpoint(build_model("resnet18").eval(), card, tmp_path / "m.safetensors")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "films"
+    d.mkdir()
+    for i in range(3):
+        film, _ = synthetic_film(height=500, width=400, seed=i)
+        cv2.imwrite(str(d / f"f{i}.png"), film)
+    return d
+
+
+def test_api_same_numbers_for_path_bytes_and_array(model_path, folder):
+    m = load_model(str(model_path))
+    path = folder / "f0.png"
+    a = m.predict(path, sex="F", chronological_age_months=100)
+    b = m.predict(path.read_bytes(), sex="female", chronological_age_months=100)
+    c = m.predict(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), sex=False,
+                  chronological_age_months=100)
+    assert a.bone_age_months == b.bone_age_months == c.bone_age_months
+    assert a.sex == "F" and a.chronological_age_months == 100
+    assert a.sds is not None and a.category in ("delayed", "normal", "advanced")
+    assert a.difference_months == pytest.approx(a.bone_age_months - 100, abs=0.06)
+    assert "model not calibrated: no interval" in a.warnings
+    assert list(a.to_dict()) == list(RESULT_COLUMNS)
+    batch = m.predict_batch([path, folder / "f1.png"], sex=["F", "M"])
+    assert batch[0].bone_age_months == a.bone_age_months and batch[1].sex == "M"
+
+
+def test_api_input_errors(model_path, folder):
+    m = load_model(str(model_path))
+    with pytest.raises(BoneAgeError, match="sex is required"):
+        m.predict(folder / "f0.png")
+    with pytest.raises(BoneAgeError, match="unknown sex"):
+        m.predict(folder / "f0.png", sex="X")
+    with pytest.raises(BoneAgeError, match="between 0 and 240"):
+        m.predict(folder / "f0.png", sex="M", chronological_age_months=900)
+    with pytest.raises(BoneAgeError, match="not an image"):
+        m.predict(b"hello", sex="M")
+    with pytest.raises(BoneAgeError, match="no bundled default model"):
+        load_model("default")
+
+
+def test_dicom_header_gives_sex_and_age(model_path, tmp_path):
+    film, _ = synthetic_film(height=300, width=240, seed=4)
+    p = write_dicom(tmp_path / "a.dcm", (255 - film).astype(np.uint16) * 16, "MONOCHROME1",
+                    sex="M", age="008Y")
+    r = load_model(str(model_path)).predict(p)
+    assert r.sex == "M" and r.chronological_age_months == 96
+    assert not any("inverted" in w for w in r.warnings)  # MONOCHROME1 was turned right
+
+
+def test_quality_warnings(model_path, folder):
+    m = load_model(str(model_path))
+    flat = m.predict(np.full((300, 200), 90, np.uint8), sex="M")
+    assert any("no hand found" in w for w in flat.warnings)
+    film = cv2.imread(str(folder / "f1.png"), cv2.IMREAD_GRAYSCALE)
+    inv = m.predict(255 - film, sex="M")
+    assert any("inverted" in w for w in inv.warnings)
+    assert not any("inverted" in w for w in m.predict(film, sex="M").warnings)
+
+
+def test_cli_predict_streams_csv_and_survives_a_bad_file(model_path, folder, tmp_path, capsys):
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "r.csv"
+    rc = main(["predict", str(folder), "--sex", "M", "--chronological-age", "120", "--model",
+               str(model_path), "--format", "csv", "--out", str(out), "--workers", "2"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "3 film(s) estimated, 1 failed" in err
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["file"].split("/")[-1] for r in rows] == ["f0.png", "f1.png", "f2.png"]
+    assert list(rows[0]) == list(RESULT_COLUMNS)
+    assert all(r["sex"] == "M" and r["chronological_age_months"] == "120.0" for r in rows)
+
+
+def test_cli_predict_json_labels_heatmap_and_onnx(model_path, folder, tmp_path, capsys):
+    (folder / "labels.csv").write_text("Case ID,Sex,Ground truth bone age (months)\n"
+                                       "f0,F,10\nf1,M,20\nf2,F,30\n")
+    rc = main(["predict", str(folder), "--labels", str(folder / "labels.csv"), "--model",
+               str(model_path), "--format", "json", "--heatmap", str(tmp_path / "hm")])
+    assert rc == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["sex"] for x in lines] == ["F", "M", "F"]
+    assert sorted(p.name for p in (tmp_path / "hm").iterdir()) == \
+        ["f0.heatmap.png", "f1.heatmap.png", "f2.heatmap.png"]
+    pytest.importorskip("onnxruntime")
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(model_path), "--out", str(onnx)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(folder), "--labels", str(folder / "labels.csv"), "--model",
+                 str(onnx), "--format", "json"]) == 0
+    lines2 = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    for a, b in zip(lines, lines2, strict=True):
+        assert abs(a["bone_age_months"] - b["bone_age_months"]) <= 0.1  # rounded to 0.1
+
+
+def test_calibrate_then_intervals(model_path, folder, tmp_path, capsys):
+    lines = ["id,boneage,male"]
+    for i in range(12):
+        film, _ = synthetic_film(height=300, width=240, seed=10 + i)
+        cv2.imwrite(str(folder / f"c{i}.png"), film)
+        lines.append(f"c{i},{60 + 10 * i},{i % 2}")
+    (folder / "cal.csv").write_text("\n".join(lines) + "\n")
+    assert main(["calibrate", "--model", str(model_path), "--images", str(folder),
+                 "--labels", str(folder / "cal.csv")]) == 0
+    cal = read_card(model_path)["calibration"]
+    assert cal["coverage"] == 0.9 and cal["n"] == 12 and cal["q"] > 0
+    r = load_model(str(model_path)).predict(folder / "c3.png", sex="M")
+    assert r.interval_low_months < r.bone_age_months < r.interval_high_months
+    assert not any("not calibrated" in w for w in r.warnings)
+    assert main(["evaluate", "--model", str(model_path), "--images", str(folder), "--labels",
+                 str(folder / "cal.csv"), "--tta", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["interval"]["coverage"] >= 0.9 and metrics["tta"] is True
