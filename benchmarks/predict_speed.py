@@ -1,0 +1,80 @@
+"""Prediction speed: cold start of `boneage predict` for one film (torch vs onnx backend), and
+folder throughput on the full-resolution raw samples as a share of the decode-only rate.
+
+    python benchmarks/predict_speed.py --model RUN_DIR_OR_CHECKPOINT [--runs 5]
+
+The ONNX model is exported to a temporary folder first. Cold start = wall time of a fresh
+`boneage predict FILM --sex F` process, median of --runs. Throughput = films per second of
+`boneage predict FOLDER` (warm page cache), vs reading and decoding the same files in the same
+number of processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wall(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results"))
+    a = ap.parse_args()
+    raw = Path(a.data) / "raw-samples"
+    film = raw / "rsna-fullres" / "1418.png"
+    exe = [sys.executable, "-m", "boneage.cli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = Path(tmp) / "model.onnx"
+        subprocess.run([*exe, "export", "--model", a.model, "--out", str(onnx)], check=True)
+        cold = {}
+        for backend, model in (("torch", a.model), ("onnx", str(onnx))):
+            cmd = [*exe, "predict", str(film), "--sex", "F", "--model", model]
+            wall(cmd)  # warm the page cache
+            cold[backend] = round(statistics.median(wall(cmd) for _ in range(a.runs)), 3)
+            print(f"cold start, {backend}: {cold[backend]:.2f} s", flush=True)
+
+        # folder throughput: all raw samples, copied 4 times into one folder
+        folder = Path(tmp) / "films"
+        folder.mkdir()
+        files = [p for p in sorted(raw.rglob("*")) if p.suffix.lower() in (".png", ".jpg")]
+        for k in range(4):
+            for p in files:
+                (folder / f"{k}-{p.parent.name}-{p.name}").write_bytes(p.read_bytes())
+        n = len(list(folder.iterdir()))
+        from benchmarks.prepare_throughput import decode_rate
+        from boneage.preprocess.prepare import cpu_count
+
+        workers = cpu_count()
+        decode = decode_rate(sorted(folder.iterdir()), workers)
+        res = {}
+        for backend, model in (("torch", a.model), ("onnx", str(onnx))):
+            t = wall([*exe, "predict", str(folder), "--sex", "F", "--model", model,
+                      "--format", "csv", "--out", str(Path(tmp) / f"{backend}.csv")])
+            res[backend] = {"films_per_s": round(n / t, 2), "ratio": round(n / t / decode, 3)}
+            print(f"folder of {n} films, {backend}: {n / t:.2f} films/s = "
+                  f"{n / t / decode:.0%} of decode-only ({decode:.1f}/s)", flush=True)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predict_speed.json").write_text(json.dumps(
+        {"model": a.model, "cold_start_s": cold, "decode_per_s": round(decode, 1),
+         "folder": res, "workers": workers}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
