@@ -349,6 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished work was kept", file=sys.stderr)
         return 130
+    except OSError as e:  # disk full, permissions, a vanished file: one line, not a traceback
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except MemoryError:
         print("error: out of memory (try a smaller --batch-size or --image-size)", file=sys.stderr)
         return 2

@@ -126,6 +126,11 @@ def test_training_errors(small_set, tmp_path, capsys):
     assert main(["train", "--images", str(images), "--labels", str(tmp_path / "empty.csv"),
                  "--out", str(tmp_path / "r2")]) == 2
     assert "no rows" in capsys.readouterr().err
+    # a refused start leaves no run behind: the same folder can be used right after
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--val-fraction",
+                 "0", "--out", str(tmp_path / "r3")]) == 2
+    assert "both training and validation" in capsys.readouterr().err
+    assert not (tmp_path / "r3" / "config.yaml").exists()
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["train", "--images", str(images), "--labels", str(labels),

@@ -71,6 +71,15 @@ def test_api_input_errors(model_path, folder):
         m.predict(b"hello", sex="M")
     with pytest.raises(BoneAgeError, match="no bundled default model"):
         load_model("default")
+    with pytest.raises(BoneAgeError, match="not a model"):
+        load_model(str(folder / "f0.png"))
+
+
+def test_cli_unwritable_output_is_one_line(model_path, folder, tmp_path, capsys):
+    assert main(["predict", str(folder / "f0.png"), "--sex", "M", "--model", str(model_path),
+                 "--out", str(tmp_path / "no" / "dir" / "r.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "cannot write" in err and "\n" not in err
 
 
 def test_dicom_header_gives_sex_and_age(model_path, tmp_path):

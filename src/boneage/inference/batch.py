@@ -106,7 +106,10 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
     by_id = sex_from_labels(labels)
     if heatmap_dir:
         Path(heatmap_dir).mkdir(parents=True, exist_ok=True)
-    stream = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout  # noqa: SIM115
+    try:
+        stream = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout  # noqa: SIM115
+    except OSError as e:
+        raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
     done = 0
     try:
         writer = Writer(fmt, stream)

@@ -81,6 +81,9 @@ def resolve_model_path(spec: str | Path) -> Path:
         raise BoneAgeError(f"{p}: no best.safetensors or last.safetensors in this folder")
     if p.suffix == ".json":
         p = p.with_suffix(".safetensors")
+    if p.suffix != ".safetensors":
+        raise BoneAgeError(f"{spec}: not a model (a run folder, a .safetensors checkpoint or, "
+                           "for prediction, an exported .onnx)")
     if not p.is_file():
         raise BoneAgeError(f"{spec}: no such model (a run folder or a .safetensors file)")
     return p

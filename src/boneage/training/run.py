@@ -145,6 +145,7 @@ def train(
                                    f"e.g. {sorted(unknown)[:3]}")
         elif split is None:
             split = stratified_split(table, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        _check_split(split)  # before anything is written: a refused start leaves no run behind
         cfg.save(out / "config.yaml")
         save_split(split, out / "split.csv")
         atomic_write_csv(out / "provenance.csv", ["cache", "source", "source_sha256"],
@@ -154,12 +155,17 @@ def train(
     return _fit(out, cfg, tr, va, source, split, resume, progress, max_steps)
 
 
-def _load_parts(cache: Path, split: dict[str, str]) -> tuple[Cache, Cache]:
+def _check_split(split: dict[str, str]) -> tuple[list[str], list[str]]:
     train_ids = [i for i, s in split.items() if s == "train"]
     val_ids = [i for i, s in split.items() if s == "val"]
     if not train_ids or not val_ids:
         raise BoneAgeError(f"need films for both training and validation (got {len(train_ids)} "
-                           f"and {len(val_ids)}); lower val_fraction or add data")
+                           f"and {len(val_ids)}); change val_fraction or add data")
+    return train_ids, val_ids
+
+
+def _load_parts(cache: Path, split: dict[str, str]) -> tuple[Cache, Cache]:
+    train_ids, val_ids = _check_split(split)
     return load_cache(cache, train_ids), load_cache(cache, val_ids)
 
 
