@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from boneage.errors import BoneAgeError
-from boneage.evaluation.report import data_url, page, table_html
+from boneage.evaluation.report import data_url, fmt, page, table_html
 from boneage.fileio import atomic_write_csv, atomic_write_text, ensure_writable_dir
 from boneage.models.checkpoint import read_card, resolve_model_path
 
@@ -31,7 +31,13 @@ def run_row(run: str | Path) -> dict[str, Any]:
     else:
         m = card.get("metrics", {}).get("val", {})
         source = "validation (model card)"
-    tr = card.get("training", {})
+    tr = dict(card.get("training", {}))
+    if (base / "metrics.csv").is_file():  # the whole run, not just up to the best epoch
+        from boneage.fileio import read_csv_dicts
+
+        rows = read_csv_dicts(base / "metrics.csv")
+        tr["epochs_run"] = len(rows)
+        tr["seconds"] = sum(float(r["seconds"]) for r in rows)
     return {
         "name": base.name if Path(run).is_dir() else path.stem, "arch": card["arch"],
         "mae": m.get("mae"), "rmse": m.get("rmse"), "r2": m.get("r2"),
@@ -41,14 +47,6 @@ def run_row(run: str | Path) -> dict[str, Any]:
     }
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
-    if isinstance(v, int) and v > 10000:
-        return f"{v / 1e6:.2f} M"
-    return "" if v is None else str(v)
-
-
 def compare(runs: list[str], out: str | Path) -> list[dict[str, Any]]:
     if not runs:
         raise BoneAgeError("give at least one run folder or checkpoint")
@@ -56,12 +54,12 @@ def compare(runs: list[str], out: str | Path) -> list[dict[str, Any]]:
     out = ensure_writable_dir(out)
     atomic_write_csv(out / "compare.csv", COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
     md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    md += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    md += ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
     atomic_write_text(out / "compare.md", "\n".join(md) + "\n")
     from boneage.plots import comparison_chart
 
     comparison_chart(rows, out / "compare.png")
-    body = table_html(COLUMNS, [[_fmt(r[c]) for c in COLUMNS] for r in rows])
+    body = table_html(COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
     body += f"<img src='{data_url(out / 'compare.png')}' alt='comparison'>"
     atomic_write_text(out / "compare.html", page("Model comparison", body))
     return rows

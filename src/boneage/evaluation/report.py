@@ -20,13 +20,19 @@ def data_url(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
+def fmt(v: Any) -> str:
+    """One way to show a number in every table: 3 decimals below 10, 2 above, M for counts."""
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+    if isinstance(v, int) and not isinstance(v, bool) and v > 100_000:
+        return f"{v / 1e6:.2f} M"
+    return "" if v is None else str(v)
+
+
 def table_html(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
-        return html.escape(str(v))
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>"
+                   for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
