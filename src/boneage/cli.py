@@ -297,6 +297,52 @@ def _parser_predict(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+# ------------------------------------------------------------------------------------ serve
+def cmd_serve(a: argparse.Namespace) -> int:
+    import logging
+    import os
+    from pathlib import Path
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise BoneAgeError("the service needs its extras: pip install 'boneage[service]'") from None
+    from boneage.inference.api import load_model
+    from boneage.service.app import Settings, create_app
+
+    keep = None
+    if a.keep_uploads:
+        from boneage.fileio import ensure_writable_dir
+
+        keep = ensure_writable_dir(a.keep_uploads)
+    settings = Settings(api_key=a.api_key or os.environ.get("BONEAGE_API_KEY") or None,
+                        max_upload_bytes=int(a.max_upload_mb * 2**20), workers=a.workers,
+                        queue=a.queue, keep_uploads=keep and Path(keep),
+                        cors_origins=tuple(a.cors_origin or ()))
+    app = create_app(load_model(a.model, a.backend), settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print(f"serving {app.state.model.name} on http://{a.host}:{a.port} (docs at /docs)")
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _parser_serve(sub) -> None:
+    p = sub.add_parser("serve", help="web service and page (FastAPI under uvicorn)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (localhost by default)")
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--model", default="default", metavar="NAME_OR_PATH")
+    p.add_argument("--backend", choices=("torch", "onnx"))
+    p.add_argument("--workers", type=_positive_int, default=1, help="inference threads")
+    p.add_argument("--queue", type=int, default=8, help="requests waiting beyond the workers "
+                   "before 503")
+    p.add_argument("--api-key", help="require this key (X-API-Key); or env BONEAGE_API_KEY")
+    p.add_argument("--max-upload-mb", type=float, default=64.0)
+    p.add_argument("--keep-uploads", metavar="DIR", help="save uploads here (off by default)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="allow this origin (repeatable; CORS is off by default)")
+    p.set_defaults(func=cmd_serve)
+
+
 # ----------------------------------------------------------------------------------- export
 def cmd_export(a: argparse.Namespace) -> int:
     from boneage.inference.onnx import export_onnx
@@ -334,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_calibrate(sub)
     _parser_compare(sub)
     _parser_predict(sub)
+    _parser_serve(sub)
     _parser_export(sub)
     return parser
 

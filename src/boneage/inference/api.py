@@ -108,7 +108,10 @@ class BoneAgeModel:
 
     @property
     def name(self) -> str:
-        return str(self.card.get("name", self.predictor.path.stem))
+        """The card's name, else the run folder's (for RUN/best.safetensors), else the file's."""
+        p = self.predictor.path
+        fallback = f"{p.parent.name}/{p.stem}" if p.stem in ("best", "last") else p.stem
+        return str(self.card.get("name", fallback))
 
     def predict(self, image: str | Path | bytes | np.ndarray, sex: Any = None,
                 chronological_age_months: float | None = None) -> BoneAgeResult:

@@ -1,0 +1,1 @@
+"""Service stage: a FastAPI app over one loaded model (`boneage serve`)."""
