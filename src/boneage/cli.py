@@ -273,7 +273,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     model = load_model(a.model, a.backend, tta=not a.no_tta)
     done, errors = predict_paths(model, a.paths, a.sex, a.labels, a.chronological_age,
-                                 a.format, a.out, a.heatmap, a.workers or cpu_count())
+                                 a.format, a.out, a.heatmap, a.workers or cpu_count(),
+                                 report_dir=a.report)
     if errors:
         print(f"{done} film(s) estimated, {len(errors)} failed", file=sys.stderr)
     return 1 if errors else 0
@@ -292,6 +293,7 @@ def _parser_predict(sub) -> None:
                    help="json: one object per line")
     p.add_argument("--out", metavar="FILE", help="write results here (streamed) instead of stdout")
     p.add_argument("--heatmap", metavar="DIR", help="write a Grad-CAM overlay PNG per film")
+    p.add_argument("--report", metavar="DIR", help="write a one-page PDF report per film")
     p.add_argument("--no-tta", action="store_true", help="no test-time augmentation (no interval)")
     p.add_argument("--workers", type=_positive_int, help="reading processes (default: all cores)")
     p.set_defaults(func=cmd_predict)

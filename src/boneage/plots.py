@@ -145,3 +145,30 @@ def comparison_chart(rows: list[dict], path: str | Path) -> None:
         a.set_title(title)
         a.tick_params(axis="x", rotation=20)
     save(fig, path)
+
+
+def draw_growth_chart(ax, male: bool, chronological_months: float | None,
+                      bone_age_months: float, interval: tuple[float, float] | None = None) -> None:
+    """Bone age against chronological age: the reference mean and +/-2 SD band for the sex,
+    and the patient's point (a horizontal line when the chronological age is unknown)."""
+    from boneage.inference.reference import mean_curve
+
+    ages, means, sds = mean_curve(male)
+    y = ages / 12
+    ax.fill_between(y, (ages - 2 * sds) / 12, (ages + 2 * sds) / 12, color="#9ecae1", alpha=0.5,
+                    label="±2 SD (Greulich & Pyle / Brush)")
+    ax.plot(y, ages / 12, "k--", lw=1, label="bone age = chronological age")
+    ax.plot(y, means / 12, color="#08519c", lw=1.5, label="Brush Foundation mean")
+    colour = SEX_COLOURS["male" if male else "female"]
+    if chronological_months is not None:
+        err = None
+        if interval is not None:
+            err = [[(bone_age_months - interval[0]) / 12], [(interval[1] - bone_age_months) / 12]]
+        ax.errorbar([chronological_months / 12], [bone_age_months / 12], yerr=err, fmt="o",
+                    color=colour, ms=8, capsize=4, label="this film")
+    else:
+        ax.axhline(bone_age_months / 12, color=colour, lw=2, label="this film's bone age")
+    ax.set(xlabel="chronological age (years)", ylabel="bone age (years)", xlim=(0, 19),
+           ylim=(0, 20), title=f"Growth chart ({'male' if male else 'female'})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")

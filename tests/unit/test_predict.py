@@ -119,8 +119,11 @@ def test_cli_predict_json_labels_heatmap_and_onnx(model_path, folder, tmp_path, 
     (folder / "labels.csv").write_text("Case ID,Sex,Ground truth bone age (months)\n"
                                        "f0,F,10\nf1,M,20\nf2,F,30\n")
     rc = main(["predict", str(folder), "--labels", str(folder / "labels.csv"), "--model",
-               str(model_path), "--format", "json", "--heatmap", str(tmp_path / "hm")])
+               str(model_path), "--format", "json", "--heatmap", str(tmp_path / "hm"),
+               "--report", str(tmp_path / "rep")])
     assert rc == 0
+    pdfs = sorted((tmp_path / "rep").iterdir())
+    assert [p.name for p in pdfs][0] == "f0.report.pdf" and pdfs[0].read_bytes()[:4] == b"%PDF"
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["sex"] for x in lines] == ["F", "M", "F"]
     assert sorted(p.name for p in (tmp_path / "hm").iterdir()) == \

@@ -147,3 +147,14 @@ def test_nothing_written_unless_asked(model_path, tmp_path, monkeypatch):  # noq
     c = TestClient(create_app(load_model(str(model_path)), Settings(keep_uploads=keep)))
     c.post("/v1/predict", files={"file": ("f.png", png(), "image/png")}, data={"sex": "M"})
     assert len(list(keep.iterdir())) == 1
+
+
+def test_report_pdf(client):
+    r = client.post("/v1/report", files={"file": ("f.png", png(), "image/png")},
+                    data={"sex": "M", "chronological_age_months": "90"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/pdf"
+    assert r.content.startswith(b"%PDF") and len(r.content) > 10_000
+    bad = client.post("/v1/report", files={"file": ("f.txt", b"text", "text/plain")},
+                      data={"sex": "M"})
+    assert bad.status_code == 415

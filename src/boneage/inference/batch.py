@@ -92,7 +92,8 @@ class Writer:
 def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
                   labels: str | None = None, chronological_age: float | None = None,
                   fmt: str = "table", out: str | None = None, heatmap_dir: str | None = None,
-                  workers: int = 1, progress: bool = True) -> tuple[int, list[str]]:
+                  workers: int = 1, progress: bool = True, report_dir: str | None = None
+                  ) -> tuple[int, list[str]]:
     """Return (films estimated, one error line per failure)."""
     from tqdm import tqdm
 
@@ -104,8 +105,11 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
     by_id = sex_from_labels(labels)
-    if heatmap_dir:
-        Path(heatmap_dir).mkdir(parents=True, exist_ok=True)
+    from boneage.fileio import ensure_writable_dir
+
+    for folder in (heatmap_dir, report_dir):
+        if folder:
+            ensure_writable_dir(folder)
     try:
         stream = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout  # noqa: SIM115
     except OSError as e:
@@ -144,8 +148,8 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
                 for (i, s), r in zip(ok, results, strict=True):
                     writer.write(r)
                     done += 1
-                    if heatmap_dir:
-                        _write_heatmap(model, chunk[i], s, Path(heatmap_dir))
+                    if heatmap_dir or report_dir:
+                        _write_extras(model, chunk[i], s, r, heatmap_dir, report_dir)
             bar.update(len(chunk))
         bar.close()
     finally:
@@ -154,12 +158,23 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
     return done, errors
 
 
-def _write_heatmap(model: BoneAgeModel, path: Path, sex: Any, folder: Path) -> None:
+def _write_extras(model: BoneAgeModel, path: Path, sex: Any, result: BoneAgeResult,
+                  heatmap_dir: str | None, report_dir: str | None) -> None:
+    """The heatmap PNG and/or the one-page PDF report for one film."""
     import cv2
 
     from boneage.fileio import atomic_write_bytes
 
-    pic = model.heatmap(read_film(path), sex)
-    ok, buf = cv2.imencode(".png", pic)
-    if ok:
-        atomic_write_bytes(folder / f"{path.stem}.heatmap.png", np.asarray(buf).tobytes())
+    film = read_film(path)
+    pic = model.heatmap(film, sex) if getattr(model.predictor, "model", None) is not None \
+        else None
+    if heatmap_dir and pic is not None:
+        ok, buf = cv2.imencode(".png", pic)
+        if ok:
+            atomic_write_bytes(Path(heatmap_dir) / f"{path.stem}.heatmap.png",
+                               np.asarray(buf).tobytes())
+    if report_dir:
+        from boneage.inference.report import pdf_report
+
+        atomic_write_bytes(Path(report_dir) / f"{path.stem}.report.pdf",
+                           pdf_report(model, result, film.pixels, pic))

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from boneage import __version__
 from boneage.data.images import sniff_format
@@ -30,6 +30,12 @@ from boneage.inference.api import BoneAgeModel, check_age, read_film, resolve_se
 from boneage.service.schemas import Error, Health, ModelInfo, ModelList, Prediction
 
 log = logging.getLogger("boneage.service")
+
+# form fields, at module level so that FastAPI can resolve the postponed annotations
+File_ = Annotated[UploadFile, File(description="the film: PNG, JPEG or DICOM")]
+Sex = Annotated[str | None, Form(description="M or F (optional for a DICOM with PatientSex)")]
+Age = Annotated[float | None, Form(description="months; optional")]
+Heatmap = Annotated[bool, Form(description="include a Grad-CAM overlay")]
 
 
 class HTTPError(Exception):
@@ -123,8 +129,8 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
             raise HTTPError(415, "file: not an image (PNG, JPEG or DICOM expected)")
         return bytes(data)
 
-    def infer(data: bytes, sex: str | None, age: float | None, heatmap: bool
-              ) -> dict[str, Any]:
+    def estimate(data: bytes, sex: str | None, age: float | None, heatmap: bool):
+        """(result, film, heatmap or None); runs in the inference pool."""
         try:
             film = read_film(data, name="upload")
         except BoneAgeError as e:
@@ -134,14 +140,46 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
             male = resolve_sex(sex, film)
         except BoneAgeError as e:
             raise HTTPError(400, f"sex: {str(e).removeprefix('upload: ')}") from None
-        result = model.predict_films([film], [male], [age])[0].to_dict()
-        result["model"] = model.name
-        if heatmap:
+        result = model.predict_films([film], [male], [age])[0]
+        return result, film, model.heatmap(film, male) if heatmap else None
+
+    def as_json(out) -> dict[str, Any]:
+        result, _, heat = out
+        body = {**result.to_dict(), "model": model.name, "heatmap": None}
+        if heat is not None:
             import cv2
 
-            ok, buf = cv2.imencode(".png", model.heatmap(film, male))
-            result["heatmap"] = "data:image/png;base64," + base64.b64encode(buf).decode()
-        return result
+            body["heatmap"] = ("data:image/png;base64,"
+                               + base64.b64encode(cv2.imencode(".png", heat)[1]).decode())
+        return body
+
+    def as_pdf(out) -> bytes:
+        from boneage.inference.report import pdf_report
+
+        result, film, heat = out
+        return pdf_report(model, result, film.pixels, heat)
+
+    async def run(request: Request, file: UploadFile, sex: str | None, age: Any,
+                  heatmap: bool, render) -> Any:
+        """Shared by /v1/predict and /v1/report: checks, the upload, the gated pool."""
+        check_key(request)
+        try:
+            age = check_age(age)
+        except BoneAgeError as e:
+            raise HTTPError(400, f"chronological_age_months: {e}") from None
+        data = await read_upload(request, file)
+        if s.keep_uploads is not None:
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.upload"
+            (s.keep_uploads / name).write_bytes(data)
+        if not gate.enter():
+            raise HTTPError(503, "busy: the inference queue is full, retry shortly",
+                            {"Retry-After": "1"})
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                pool, lambda: render(estimate(data, sex, age, heatmap)))
+        finally:
+            gate.leave()
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
@@ -158,32 +196,21 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
             validation_mae_months=val.get("mae"), calibrated=bool(cal),
             interval_coverage=cal.get("coverage"))])
 
-    @app.post("/v1/predict", response_model=Prediction,
-              responses={s: {"model": Error} for s in (400, 401, 413, 415, 422, 503)})
-    async def predict(
-        request: Request,
-        file: Annotated[UploadFile, File(description="the film: PNG, JPEG or DICOM")],
-        sex: Annotated[str | None, Form(description="M or F (optional for a DICOM with "
-                                        "PatientSex)")] = None,
-        chronological_age_months: Annotated[float | None, Form()] = None,
-        heatmap: Annotated[bool, Form()] = False,
-    ) -> dict[str, Any]:
-        check_key(request)
-        try:
-            age = check_age(chronological_age_months)
-        except BoneAgeError as e:
-            raise HTTPError(400, f"chronological_age_months: {e}") from None
-        data = await read_upload(request, file)
-        if s.keep_uploads is not None:
-            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.upload"
-            (s.keep_uploads / name).write_bytes(data)
-        if not gate.enter():
-            raise HTTPError(503, "busy: the inference queue is full, retry shortly",
-                            {"Retry-After": "1"})
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(pool, infer, data, sex, age, heatmap)
-        finally:
-            gate.leave()
+    errors = {code: {"model": Error} for code in (400, 401, 413, 415, 422, 503)}
+
+    @app.post("/v1/predict", response_model=Prediction, responses=errors)
+    async def predict(request: Request, file: File_, sex: Sex = None,
+                      chronological_age_months: Age = None,
+                      heatmap: Heatmap = False) -> dict[str, Any]:
+        return await run(request, file, sex, chronological_age_months, heatmap, as_json)
+
+    @app.post("/v1/report", response_class=Response, responses={
+        200: {"content": {"application/pdf": {}}, "description": "one-page PDF report"},
+        **errors})
+    async def report(request: Request, file: File_, sex: Sex = None,
+                     chronological_age_months: Age = None) -> Response:
+        pdf = await run(request, file, sex, chronological_age_months, True, as_pdf)
+        return Response(pdf, media_type="application/pdf",
+                        headers={"Content-Disposition": 'attachment; filename="bone-age.pdf"'})
 
     return app
