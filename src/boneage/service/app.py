@@ -21,7 +21,8 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from boneage import __version__
 from boneage.data.images import sniff_format
@@ -36,6 +37,12 @@ File_ = Annotated[UploadFile, File(description="the film: PNG, JPEG or DICOM")]
 Sex = Annotated[str | None, Form(description="M or F (optional for a DICOM with PatientSex)")]
 Age = Annotated[float | None, Form(description="months; optional")]
 Heatmap = Annotated[bool, Form(description="include a Grad-CAM overlay")]
+
+
+def png_data_url(image) -> str:
+    import cv2
+
+    return "data:image/png;base64," + base64.b64encode(cv2.imencode(".png", image)[1]).decode()
 
 
 class HTTPError(Exception):
@@ -144,13 +151,11 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
         return result, film, model.heatmap(film, male) if heatmap else None
 
     def as_json(out) -> dict[str, Any]:
-        result, _, heat = out
-        body = {**result.to_dict(), "model": model.name, "heatmap": None}
+        result, film, heat = out
+        body = {**result.to_dict(), "model": model.name, "heatmap": None, "film": None}
         if heat is not None:
-            import cv2
-
-            body["heatmap"] = ("data:image/png;base64,"
-                               + base64.b64encode(cv2.imencode(".png", heat)[1]).decode())
+            body["heatmap"] = png_data_url(heat)
+            body["film"] = png_data_url(model.prepare(film)[0])
         return body
 
     def as_pdf(out) -> bytes:
@@ -180,6 +185,20 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
                 pool, lambda: render(estimate(data, sex, age, heatmap)))
         finally:
             gate.leave()
+
+    static = Path(__file__).parent / "static"
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(static / "index.html")
+
+    @app.get("/v1/reference")
+    async def reference_table() -> dict[str, Any]:
+        """The Greulich & Pyle / Brush Foundation table (for growth charts)."""
+        from boneage.inference.reference import reference
+
+        return reference()
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:

@@ -41,6 +41,8 @@ class Prediction(BaseModel):
     warnings: list[str] = []
     model: str
     heatmap: str | None = Field(None, description="Grad-CAM overlay as a PNG data URL")
+    film: str | None = Field(None, description="the prepared film the model saw, as a PNG data "
+                             "URL (with the heatmap)")
 
 
 class Error(BaseModel):
