@@ -98,11 +98,21 @@ def _parser_prepare(sub) -> None:
 
 # ----------------------------------------------------------------------------------- models
 def cmd_models(a: argparse.Namespace) -> int:
+    from boneage.models.checkpoint import installed_models, read_card
     from boneage.models.registry import DESCRIPTIONS, build_model, count_parameters
 
     print(f"{'architecture':<16}{'parameters':>12}  description")
     for name, desc in DESCRIPTIONS.items():
         print(f"{name:<16}{count_parameters(build_model(name)):>12,}  {desc}")
+    installed = installed_models()
+    print("\ninstalled models (use --model NAME):" + ("" if installed else " none yet"))
+    for path in installed:
+        card = read_card(path)
+        held = card.get("heldout_metrics") or (card.get("metrics") or {}).get("val") or {}
+        mae = f"MAE {held['mae']:.2f} months" if held.get("mae") is not None else ""
+        onnx = " (+ onnx)" if path.with_suffix(".onnx").is_file() else ""
+        print(f"  {path.stem:<14}{card['arch']:<16}{card.get('input_size', '')!s:>5} px  "
+              f"{mae}{onnx}")
     return 0
 
 

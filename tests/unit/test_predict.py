@@ -169,3 +169,19 @@ def test_calibrate_then_intervals(model_path, folder, tmp_path, capsys):
                  str(folder / "cal.csv"), "--tta", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["interval"]["coverage"] >= 0.9 and metrics["tta"] is True
+
+
+def test_installed_models_by_name(tmp_path, monkeypatch, capsys):
+    from boneage.inference import api
+    from boneage.models import checkpoint
+
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    make_test_model(shipped).rename(shipped / "default.safetensors")
+    (shipped / "m.json").rename(shipped / "default.json")
+    monkeypatch.setattr(checkpoint, "BUNDLED", shipped)
+    monkeypatch.setattr(api, "BUNDLED", shipped)
+    assert load_model("default").predictor.path == shipped / "default.safetensors"
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "installed models" in out and "default" in out.split("installed models")[1]

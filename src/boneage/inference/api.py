@@ -18,12 +18,12 @@ from boneage.data.images import decode_image, read_bytes, sniff_format
 from boneage.data.labels import parse_sex
 from boneage.errors import BoneAgeError
 from boneage.inference.predictor import Predictor
+from boneage.models.checkpoint import BUNDLED
 from boneage.preprocess.steps import Pipeline, ToUint8
 
 RESULT_COLUMNS = ("file", "sex", "bone_age_months", "bone_age_years", "interval_low_months",
                   "interval_high_months", "chronological_age_months", "difference_months",
                   "sds", "category", "warnings")
-BUNDLED = Path(__file__).resolve().parents[1] / "weights"
 
 
 @dataclass
@@ -179,20 +179,12 @@ class BoneAgeModel:
         return overlay(img, gradcam(model, x, resolve_sex(sex, film)))
 
 
-def resolve_spec(spec: str | Path) -> Path:
-    if str(spec) == "default":
-        for name in ("default.safetensors", "default.onnx"):
-            if (BUNDLED / name).is_file():
-                return BUNDLED / name
-        raise BoneAgeError("no bundled default model is installed in this version; "
-                           "give --model RUN_DIR_OR_CHECKPOINT")
-    return Path(spec)
-
-
 def load_model(spec: str | Path = "default", backend: str | None = None, tta: bool = True
                ) -> BoneAgeModel:
-    """A run folder, a .safetensors checkpoint, an exported .onnx, or "default"."""
-    path = resolve_spec(spec)
+    """An installed name ("default"), a run folder, a .safetensors checkpoint or an .onnx."""
+    path = Path(spec)
     if backend is None:
         backend = "onnx" if path.suffix == ".onnx" else "torch"
-    return BoneAgeModel(Predictor.load(path, backend), tta=tta)
+    if backend == "onnx" and path.suffix != ".onnx" and (BUNDLED / f"{spec}.onnx").is_file():
+        spec = BUNDLED / f"{spec}.onnx"  # an installed model's exported twin
+    return BoneAgeModel(Predictor.load(spec, backend), tta=tta)

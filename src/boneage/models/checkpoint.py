@@ -15,6 +15,7 @@ from boneage.errors import BoneAgeError
 from boneage.fileio import atomic_write_bytes, atomic_write_json
 
 CARD_FORMAT = "boneage-model/1"
+BUNDLED = Path(__file__).resolve().parents[1] / "weights"  # models shipped in the package
 
 
 def card_path(weights: str | Path) -> Path:
@@ -71,8 +72,19 @@ def load_checkpoint(weights: str | Path):
     return model, card
 
 
+def installed_models() -> list[Path]:
+    """The models shipped inside the package (weights/NAME.safetensors with NAME.json)."""
+    return sorted(BUNDLED.glob("*.safetensors")) if BUNDLED.is_dir() else []
+
+
 def resolve_model_path(spec: str | Path) -> Path:
-    """A run folder (its best checkpoint), a .safetensors file, or a card .json."""
+    """"default" or another installed name, a run folder (its best checkpoint), a .safetensors
+    file, or a card .json."""
+    if "/" not in str(spec) and (BUNDLED / f"{spec}.safetensors").is_file():
+        return BUNDLED / f"{spec}.safetensors"
+    if str(spec) == "default":
+        raise BoneAgeError("no bundled default model is installed in this version; "
+                           "give --model RUN_DIR_OR_CHECKPOINT")
     p = Path(spec)
     if p.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
