@@ -147,13 +147,13 @@ def comparison_chart(rows: list[dict], path: str | Path) -> None:
     save(fig, path)
 
 
-def draw_growth_chart(ax, male: bool, chronological_months: float | None,
-                      bone_age_months: float, interval: tuple[float, float] | None = None) -> None:
-    """Bone age against chronological age: the reference mean and +/-2 SD band for the sex,
-    and the patient's point (a horizontal line when the chronological age is unknown)."""
-    from boneage.inference.reference import mean_curve
-
-    ages, means, sds = mean_curve(male)
+def draw_growth_chart(ax, reference: tuple[np.ndarray, np.ndarray, np.ndarray], male: bool,
+                      chronological_months: float | None, bone_age_months: float,
+                      interval: tuple[float, float] | None = None) -> None:
+    """Bone age against chronological age: the reference (ages, mean skeletal ages, SDs, in
+    months) as its mean and +/-2 SD band, and the patient's point (a horizontal line when the
+    chronological age is unknown)."""
+    ages, means, sds = reference
     y = ages / 12
     ax.fill_between(y, (ages - 2 * sds) / 12, (ages + 2 * sds) / 12, color="#9ecae1", alpha=0.5,
                     label="±2 SD (Greulich & Pyle / Brush)")

@@ -11,6 +11,7 @@ import numpy as np
 
 from boneage import __version__
 from boneage.inference.api import BoneAgeModel, BoneAgeResult
+from boneage.inference.reference import mean_curve
 
 DISCLAIMER = ("For research use only. Not a medical device: this estimate has not been cleared "
               "for clinical use and must be reviewed by a qualified radiologist.")
@@ -70,7 +71,8 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
     interval = None
     if result.interval_low_months is not None:
         interval = (result.interval_low_months, result.interval_high_months)
-    draw_growth_chart(ax3, result.sex == "M", result.chronological_age_months,
+    male = result.sex == "M"
+    draw_growth_chart(ax3, mean_curve(male), male, result.chronological_age_months,
                       result.bone_age_months, interval)
     fig.text(0.07, 0.055, f"Model {model.name} ({model.card['arch']}), boneage {__version__}; "
              f"{_accuracy_line(model.card)}.", fontsize=8)
