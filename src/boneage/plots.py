@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from boneage.fileio import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from boneage.data.labels import LabelTable
 
 SEX_COLOURS = {"male": "#3b6fb6", "female": "#c8507a"}
 
@@ -33,10 +28,9 @@ def save(fig, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def dataset_figure(table: LabelTable, path: str | Path) -> None:
+def dataset_figure(months: np.ndarray, male: np.ndarray, path: str | Path) -> None:
+    """Counts by sex and bone-age histograms; male is an object array of True/False/None."""
     plt = _plt()
-    months = table.months
-    male = np.array([r.male for r in table], dtype=object)
     fig, ax = plt.subplots(1, 3, figsize=(14, 4))
     counts = [int(np.sum(male == True)), int(np.sum(male == False))]  # noqa: E712
     ax[0].bar(["male", "female"], counts, color=[SEX_COLOURS["male"], SEX_COLOURS["female"]])

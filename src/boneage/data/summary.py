@@ -43,5 +43,6 @@ def write_summary(table: LabelTable, out_dir: str | Path) -> dict[str, Any]:
     if summary["bone_age_months"]["all"]["n"]:
         from boneage.plots import dataset_figure
 
-        dataset_figure(table, out_dir / "summary.png")
+        dataset_figure(table.months, np.array([r.male for r in table], dtype=object),
+                       out_dir / "summary.png")
     return summary
