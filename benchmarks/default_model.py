@@ -1,0 +1,103 @@
+"""Build the bundled default model from the shared 100 px RSNA films, end to end, and record
+every figure the README and the model card quote.
+
+    python benchmarks/default_model.py [--config configs/default.yaml] [--out runs/default]
+
+1. prepare the films with the transform they went through (whole film, nearest squash, 100 px);
+2. a stratified split, seed 42: 9% validation, 9% held out (>= 1,000 films, never used for
+   training or model selection);
+3. `boneage train --config ...` (resumed when the run folder already holds state);
+4. `boneage calibrate` on the validation films (TTA + split-conformal 90% interval);
+5. `boneage evaluate --tta` on the held-out films: MAE, RMSE, R², interval coverage and width;
+6. install: weights, card (with provenance, terms, held-out metrics) and an ONNX export into
+   src/boneage/weights/, and check ONNX against torch on the held-out films.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TERMS = ("RSNA Pediatric Bone Age Challenge (2017) training data, contributed by Stanford "
+         "University, University of Colorado and UCLA: research and non-commercial use; cite "
+         "Halabi SS et al., The RSNA Pediatric Bone Age Machine Learning Challenge, Radiology "
+         "2019;290(2):498-503.")
+
+
+def sh(*args: str) -> None:
+    print("+", " ".join(args), flush=True)
+    subprocess.run(args, check=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
+    ap.add_argument("--config", default=str(ROOT / "configs/default.yaml"))
+    ap.add_argument("--out", default=str(ROOT / "runs/default"))
+    ap.add_argument("--install", default=str(ROOT / "src/boneage/weights"))
+    a = ap.parse_args()
+    labels = Path(a.data) / "rsna-bone-age-100px" / "boneage-training-dataset.csv"
+    out = Path(a.out)
+    run = out / "run"
+    exe = [sys.executable, "-m", "boneage.cli"]
+    cache = out / "cache"
+    out.mkdir(parents=True, exist_ok=True)
+    sh(*exe, "prepare", "--labels", str(labels), "--out", str(cache), "--squash", "--size", "100")
+    split = out / "split.csv"
+    if not split.is_file():
+        from boneage.data.splits import save_split, stratified_split
+        from boneage.training.run import _table_from_cache
+
+        save_split(stratified_split(_table_from_cache(cache), 0.09, 0.09, seed=42), split)
+    if (run / "state" / "last.ckpt").is_file():
+        sh(*exe, "train", "--resume", str(run))
+    else:
+        sh(*exe, "train", "--data", str(cache), "--split", str(split), "--config", a.config,
+           "--out", str(run))
+    sh(*exe, "calibrate", "--model", str(run), "--labels", str(labels), "--subset", "val")
+    sh(*exe, "evaluate", "--model", str(run), "--labels", str(labels), "--subset", "test",
+       "--tta", "--out", str(out / "heldout"))
+    held = json.loads((out / "heldout" / "metrics.json").read_text())
+
+    install = Path(a.install)
+    card = json.loads((run / "best.json").read_text())
+    card.update(
+        name="default", terms=TERMS,
+        heldout_metrics={k: held[k] for k in ("n", "mae", "rmse", "r2", "bias", "mae_ci95")}
+        | {"interval": held.get("interval"), "by_sex": held["by_sex"],
+           "by_age_band": held["by_age_band"], "tta": True},
+    )
+    (install / "default.safetensors").write_bytes((run / "best.safetensors").read_bytes())
+    (install / "default.json").write_text(json.dumps(card, indent=2) + "\n")
+    sh(*exe, "export", "--model", str(install / "default.safetensors"), "--out",
+       str(install / "default.onnx"))
+
+    # parity: ONNX vs torch on the held-out films (no TTA, raw network output in months)
+    import numpy as np
+
+    from boneage.data.splits import load_split
+    from boneage.inference.predictor import Predictor
+    from boneage.preprocess.prepare import load_cache
+
+    test_ids = [i for i, s in load_split(split).items() if s == "test"]
+    c = load_cache(cache, test_ids)
+    t = Predictor.load(install / "default.safetensors").predict_arrays(c.images, c.male)
+    o = Predictor.load(install / "default.onnx", "onnx").predict_arrays(c.images, c.male)
+    parity = float(np.abs(t - o).max())
+    print(f"ONNX vs torch on {len(test_ids)} held-out films: max |diff| {parity:.4f} months")
+    # one card serves both files (default.safetensors and default.onnx share default.json)
+    card = json.loads((install / "default.json").read_text())
+    card["onnx_parity_max_abs_months"] = round(parity, 4)
+    (install / "default.json").write_text(json.dumps(card, indent=2) + "\n")
+    summary = {"heldout": card["heldout_metrics"], "onnx_parity": parity,
+               "calibration": card.get("calibration")}
+    (ROOT / "benchmarks/results/default_model.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
