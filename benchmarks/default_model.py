@@ -35,18 +35,22 @@ def sh(*args: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
+    ap.add_argument("--labels", default=str(ROOT.parent / "shared/data/rsna-bone-age-100px/"
+                                            "boneage-training-dataset.csv"))
+    ap.add_argument("--images", help="the films' folder (default: beside the labels)")
     ap.add_argument("--config", default=str(ROOT / "configs/default.yaml"))
     ap.add_argument("--out", default=str(ROOT / "runs/default"))
     ap.add_argument("--install", default=str(ROOT / "src/boneage/weights"))
     a = ap.parse_args()
-    labels = Path(a.data) / "rsna-bone-age-100px" / "boneage-training-dataset.csv"
+    labels = Path(a.labels)
+    films = ["--images", a.images] if a.images else []
     out = Path(a.out)
     run = out / "run"
     exe = [sys.executable, "-m", "boneage.cli"]
     cache = out / "cache"
     out.mkdir(parents=True, exist_ok=True)
-    sh(*exe, "prepare", "--labels", str(labels), "--out", str(cache), "--squash", "--size", "100")
+    sh(*exe, "prepare", "--labels", str(labels), *films, "--out", str(cache), "--squash",
+       "--size", "100")
     split = out / "split.csv"
     if not split.is_file():
         from boneage.data.splits import save_split, stratified_split
@@ -58,8 +62,9 @@ def main() -> None:
     else:
         sh(*exe, "train", "--data", str(cache), "--split", str(split), "--config", a.config,
            "--out", str(run))
-    sh(*exe, "calibrate", "--model", str(run), "--labels", str(labels), "--subset", "val")
-    sh(*exe, "evaluate", "--model", str(run), "--labels", str(labels), "--subset", "test",
+    sh(*exe, "calibrate", "--model", str(run), "--labels", str(labels), *films,
+       "--subset", "val")
+    sh(*exe, "evaluate", "--model", str(run), "--labels", str(labels), *films, "--subset", "test",
        "--tta", "--out", str(out / "heldout"))
     held = json.loads((out / "heldout" / "metrics.json").read_text())
 
@@ -95,7 +100,7 @@ def main() -> None:
     (install / "default.json").write_text(json.dumps(card, indent=2) + "\n")
     summary = {"heldout": card["heldout_metrics"], "onnx_parity": parity,
                "calibration": card.get("calibration")}
-    (ROOT / "benchmarks/results/default_model.json").write_text(json.dumps(summary, indent=2))
+    (install / "default_model_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
