@@ -77,3 +77,14 @@ def test_global_rank_from_launcher_environment(monkeypatch):
     assert global_rank() == 1
     monkeypatch.setenv("RANK", "0")  # torchrun's global rank wins
     assert global_rank() == 0
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    from boneage.training import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert hardware.pick_precision("auto", "auto") == "32-true"  # bf16 is slow without AMX
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    assert hardware.pick_precision("auto", "cpu") == "bf16-mixed"
+    assert hardware.pick_precision("32-true", "auto") == "32-true"  # an explicit choice wins
