@@ -105,6 +105,9 @@ def test_dicom_header_gives_sex_and_age(model_path, tmp_path):
                     sex="M", age="008Y")
     r = load_model(str(model_path)).predict(p)
     assert r.sex == "M" and r.chronological_age_months == 96
+    adult = write_dicom(tmp_path / "b.dcm", film.astype(np.uint16), sex="F", age="030Y")
+    r2 = load_model(str(model_path)).predict(adult)  # an adult's age is noted, not fatal
+    assert r2.chronological_age_months is None and "ignored" in r2.warnings[0]
     assert not any("inverted" in w for w in r.warnings)  # MONOCHROME1 was turned right
 
 

@@ -137,8 +137,15 @@ class BoneAgeModel:
         from boneage.inference.uncertainty import interval
 
         male = np.array([resolve_sex(s, f) for s, f in zip(sexes, films, strict=True)])
-        cas = [check_age(a if a is not None else f.age_months)
-               for a, f in zip(ages, films, strict=True)]
+        cas, notes = [], []
+        for a, f in zip(ages, films, strict=True):
+            note = []
+            if a is None and f.age_months is not None and not 0 <= f.age_months <= 240:
+                note.append(f"DICOM age {f.age_months:.0f} months ignored (outside 0-240)")
+                cas.append(None)
+            else:
+                cas.append(check_age(a if a is not None else f.age_months))
+            notes.append(note)
         prepared = prepared or [self.prepare(f) for f in films]
         imgs = np.stack([p for p, _ in prepared])
         cal = self.card.get("calibration")
@@ -150,7 +157,7 @@ class BoneAgeModel:
         for i, film in enumerate(films):
             ba = float(mean[i])
             r = BoneAgeResult(film.name, "M" if male[i] else "F", round(ba, 1),
-                              round(ba / 12, 2))
+                              round(ba / 12, 2), warnings=list(notes[i]))
             if cal and self.tta:
                 lo, hi = interval(mean[i : i + 1], spread[i : i + 1], cal)
                 r.interval_low_months, r.interval_high_months = round(float(lo[0]), 1), \
