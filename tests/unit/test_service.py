@@ -105,6 +105,8 @@ def test_api_key(model_path):  # noqa: F811
     assert c.post("/v1/predict", files=files, data={"sex": "F"},
                   headers={"X-API-Key": "s3cret"}).status_code == 200
     assert c.get("/health").status_code == 200  # health stays open for monitors
+    assert c.post("/v1/predict").status_code == 401  # the key is checked before the fields
+    assert c.get("/v1/models").status_code == 401
 
 
 def test_full_queue_503_with_retry_after(model_path):  # noqa: F811
@@ -136,12 +138,16 @@ def test_full_queue_503_with_retry_after(model_path):  # noqa: F811
 
 
 def test_nothing_written_unless_asked(model_path, tmp_path, monkeypatch):  # noqa: F811
+    from starlette.formparsers import MultiPartParser
+
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
     c = TestClient(create_app(load_model(str(model_path))))
     assert c.post("/v1/predict", files={"file": ("f.png", png(), "image/png")},
                   data={"sex": "M"}).status_code == 200
     assert sorted(tmp_path.rglob("*")) == before
+    # uploads up to the limit stay in memory (Starlette would spool parts over 1 MB to disk)
+    assert MultiPartParser.spool_max_size > Settings().max_upload_bytes
     keep = tmp_path / "kept"
     keep.mkdir()
     c = TestClient(create_app(load_model(str(model_path)), Settings(keep_uploads=keep)))

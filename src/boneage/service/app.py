@@ -86,6 +86,11 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
     pool = ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="infer")
     gate = Gate(s.workers + s.queue)
     app.state.model, app.state.settings, app.state.gate = model, s, gate
+    # keep uploads in memory: Starlette spools parts over 1 MB to temporary files on disk
+    from starlette.formparsers import MultiPartParser
+
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size,
+                                         s.max_upload_bytes + 2**20)
     if s.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -105,6 +110,11 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
     @app.middleware("http")
     async def _access_log(request: Request, call_next):
         t0 = time.perf_counter()
+        if s.api_key is not None and request.url.path.startswith("/v1/"):
+            try:
+                check_key(request)  # before the body is parsed: 401 comes first
+            except HTTPError as e:
+                return JSONResponse({"error": e.message}, e.status)
         response = await call_next(request)
         # method, path, status and time only: never file names, DICOM tags or form values
         log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code,
@@ -166,8 +176,8 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
 
     async def run(request: Request, file: UploadFile, sex: str | None, age: Any,
                   heatmap: bool, render) -> Any:
-        """Shared by /v1/predict and /v1/report: checks, the upload, the gated pool."""
-        check_key(request)
+        """Shared by /v1/predict and /v1/report: checks, the upload, the gated pool (the API
+        key was checked by the middleware)."""
         try:
             age = check_age(age)
         except BoneAgeError as e:
@@ -206,7 +216,6 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
 
     @app.get("/v1/models", response_model=ModelList, responses={401: {"model": Error}})
     async def models(request: Request) -> ModelList:
-        check_key(request)
         card = model.card
         cal = card.get("calibration") or {}
         val = (card.get("metrics") or {}).get("val") or {}
