@@ -61,8 +61,20 @@ class RunRecorder(L.Callback):
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - self.t0, 2),
         }
-        if not trainer.is_global_zero:
-            return
+        if trainer.is_global_zero:
+            self._record(row, pl_module.model)
+        # every rank takes part (DDP strategies synchronise inside save_checkpoint);
+        # Lightning writes the file on rank 0 only
+        state = self.out / "state"
+        tmp = state / "last.ckpt.tmp"
+        if trainer.is_global_zero:
+            state.mkdir(exist_ok=True)
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, state / "last.ckpt")
+
+    def _record(self, row: dict[str, Any], model) -> None:
+        """Rank 0: the metrics row, plots, last and best weights with their cards."""
         self.rows.append(row)
         atomic_write_csv(self.out / "metrics.csv", METRIC_COLUMNS,
                          [[r[c] if r[c] is not None else "" for c in METRIC_COLUMNS]
@@ -71,17 +83,10 @@ class RunRecorder(L.Callback):
 
         training_curves(self.rows, self.out / "curves.png", self.out / "lr.png")
         card = self._card(row)
-
-        model = pl_module.model
         save_checkpoint(model, card, self.out / "last.safetensors")
         if row["val_mae"] is not None and row["val_mae"] < self.best:
             self.best = row["val_mae"]
             save_checkpoint(model, card, self.out / "best.safetensors")
-        state = self.out / "state"
-        state.mkdir(exist_ok=True)
-        tmp = state / "last.ckpt.tmp"
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, state / "last.ckpt")
 
     def _card(self, row: dict[str, Any]) -> dict[str, Any]:
 
