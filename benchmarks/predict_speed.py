@@ -57,7 +57,9 @@ def main() -> None:
             for p in files:
                 (folder / f"{k}-{p.parent.name}-{p.name}").write_bytes(p.read_bytes())
         n = len(list(folder.iterdir()))
-        from benchmarks.prepare_throughput import decode_rate
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from prepare_throughput import decode_rate
+
         from boneage.preprocess.prepare import cpu_count
 
         workers = cpu_count()
