@@ -4,6 +4,7 @@ tests that need it skip cleanly where it is absent."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import pytest
 from boneage.data.synthetic import synthetic_film
 
 ROOT = Path(__file__).resolve().parents[1]
+_STARTED = time.time()
 SHARED = Path(os.environ.get("BONEAGE_DATA", ROOT.parent / "shared" / "data"))
 THUMBS = SHARED / "rsna-bone-age-100px"
 RAW = SHARED / "raw-samples"
@@ -57,3 +59,10 @@ def thumbs_subset(tmp_path: Path) -> Path:
             (out / "img" / f"{r['id']}.png").write_bytes(
                 (src / "boneage-training-dataset" / f"{r['id']}.png").read_bytes())
     return out
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Name the browser test's screenshot in the log (CI keeps it as an artifact)."""
+    shot = Path(os.environ.get("BONEAGE_ARTIFACTS", ROOT / "test-artifacts")) / "page.png"
+    if shot.is_file() and shot.stat().st_mtime > _STARTED:
+        terminalreporter.write_line(f"browser screenshot artifact: {shot}")

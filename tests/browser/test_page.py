@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import RAW, ROOT, need
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(os.environ.get("BONEAGE_ARTIFACTS", ROOT / "test-artifacts"))
+ARTIFACTS = Path(os.environ.get("BONEAGE_ARTIFACTS", ROOT / "test-artifacts"))  # see conftest
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed")
 
