@@ -174,14 +174,14 @@ class BoneAgeModel:
             results.append(r)
         return results
 
-    def heatmap(self, film: Film, sex: Any) -> np.ndarray:
+    def heatmap(self, film: Film, sex: Any, prepared: np.ndarray | None = None) -> np.ndarray:
         """Grad-CAM overlay (BGR uint8) on the prepared film; needs the torch backend."""
         from boneage.inference.gradcam import gradcam, overlay
 
         model = getattr(self.predictor, "model", None)
         if model is None:
             raise BoneAgeError("heatmaps need the torch backend")
-        img, _ = self.prepare(film)
+        img = prepared if prepared is not None else self.prepare(film)[0]
         x = self.predictor.pipeline.tensor_part(img, {})
         return overlay(img, gradcam(model, x, resolve_sex(sex, film)))
 

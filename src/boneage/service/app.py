@@ -147,7 +147,7 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
         return bytes(data)
 
     def estimate(data: bytes, sex: str | None, age: float | None, heatmap: bool):
-        """(result, film, heatmap or None); runs in the inference pool."""
+        """(result, film, prepared image, heatmap or None); runs in the inference pool."""
         try:
             film = read_film(data, name="upload")
         except BoneAgeError as e:
@@ -157,21 +157,23 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
             male = resolve_sex(sex, film)
         except BoneAgeError as e:
             raise HTTPError(400, f"sex: {str(e).removeprefix('upload: ')}") from None
-        result = model.predict_films([film], [male], [age])[0]
-        return result, film, model.heatmap(film, male) if heatmap else None
+        prepared = model.prepare(film)  # once, for the estimate, the heatmap and the preview
+        result = model.predict_films([film], [male], [age], [prepared])[0]
+        heat = model.heatmap(film, male, prepared[0]) if heatmap else None
+        return result, film, prepared[0], heat
 
     def as_json(out) -> dict[str, Any]:
-        result, film, heat = out
+        result, _, prepared, heat = out
         body = {**result.to_dict(), "model": model.name, "heatmap": None, "film": None}
         if heat is not None:
             body["heatmap"] = png_data_url(heat)
-            body["film"] = png_data_url(model.prepare(film)[0])
+            body["film"] = png_data_url(prepared)
         return body
 
     def as_pdf(out) -> bytes:
         from boneage.inference.report import pdf_report
 
-        result, film, heat = out
+        result, film, _, heat = out
         return pdf_report(model, result, film.pixels, heat)
 
     async def run(request: Request, file: UploadFile, sex: str | None, age: Any,
