@@ -103,3 +103,13 @@ def test_safe_name_is_unique_for_unsafe_ids():
     assert safe_name("1234") == "1234"
     a, b = safe_name("a/b"), safe_name("a_b")
     assert a != b and "/" not in a
+
+
+def test_readme_first_command_example(tmp_path):
+    out = tmp_path / "example-cache"
+    assert main(["prepare", "--example", "--out", str(out), "--preview",
+                 str(out / "preview.png")]) == 0
+    assert len(read_manifest(out)) == 6
+    for name in ("pipeline.json", "summary.json", "summary.png", "preview.png"):
+        assert (out / name).is_file(), name
+    assert all(row["crop_fallback"] == "0" for row in read_manifest(out).values())
