@@ -54,9 +54,9 @@ def main() -> None:
     split = out / "split.csv"
     if not split.is_file():
         from boneage.data.splits import save_split, stratified_split
-        from boneage.training.run import _table_from_cache
+        from boneage.preprocess.prepare import table_from_cache
 
-        save_split(stratified_split(_table_from_cache(cache), 0.09, 0.09, seed=42), split)
+        save_split(stratified_split(table_from_cache(cache), 0.09, 0.09, seed=42), split)
     if (run / "state" / "last.ckpt").is_file():
         sh(*exe, "train", "--resume", str(run))
     else:

@@ -45,9 +45,9 @@ def main() -> None:
     split = out / "split.csv"
     if not split.is_file():
         from boneage.data.splits import save_split, stratified_split
-        from boneage.training.run import _table_from_cache
+        from boneage.preprocess.prepare import table_from_cache
 
-        save_split(stratified_split(_table_from_cache(cache), 0.1, 0.0, seed=42), split)
+        save_split(stratified_split(table_from_cache(cache), 0.1, 0.0, seed=42), split)
     env = dict(os.environ)
     if a.jobs > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // a.jobs))

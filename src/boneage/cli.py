@@ -62,7 +62,8 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     if a.preview:
         from boneage.preprocess.preview import contact_sheet
 
-        ok = [r for r in table if r.id not in {i for i, _ in result.failed}]
+        failed = {i for i, _ in result.failed}
+        ok = [r for r in table if r.id not in failed]
         if ok:
             n = contact_sheet(LabelTable(ok), pipeline, a.preview, count=a.preview_count)
             print(f"preview of {n} films -> {a.preview}")

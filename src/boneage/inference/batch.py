@@ -115,42 +115,44 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
     except OSError as e:
         raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
     done = 0
+    tasks = [(i, str(p), model.predictor.pipeline) for i, p in enumerate(files)]
+    pending: list[tuple[int, Any, Any]] = []  # (index, (film, prepared), sex) awaiting the model
+
+    def flush() -> None:
+        nonlocal done
+        if not pending:
+            return
+        results = model.predict_films([item[0] for _, item, _ in pending],
+                                      [s for _, _, s in pending],
+                                      [chronological_age] * len(pending),
+                                      [item[1] for _, item, _ in pending])
+        for (i, _, s), r in zip(pending, results, strict=True):
+            writer.write(r)
+            done += 1
+            if heatmap_dir or report_dir:
+                _write_extras(model, files[i], s, r, heatmap_dir, report_dir)
+        pending.clear()
+
     try:
         writer = Writer(fmt, stream)
         bar = tqdm(total=len(files), desc="predict", unit="film", dynamic_ncols=True,
                    disable=not progress or len(files) < 2 or None, file=sys.stderr)
-        for start in range(0, len(files), CHUNK):
-            chunk = files[start : start + CHUNK]
-            tasks = [(i, str(p), model.predictor.pipeline) for i, p in enumerate(chunk)]
-            got: dict[int, Any] = {}
-            for i, item, err in parallel_map(_read_prepare, tasks, min(workers, len(chunk))):
-                if err:
-                    errors.append(err)
-                    print(f"error: {err}", file=sys.stderr)
-                else:
-                    got[i] = item
-            ok = []
-            for i in sorted(got):
-                film, _ = got[i]
-                p = chunk[i]
-                s = sex if sex else by_id.get(p.stem, by_id.get(p.name))
-                if s is None and film.male is None:
-                    msg = (f"{p}: sex is required (the bone-age standards differ by sex); give "
-                           "--sex, --labels, or a DICOM with PatientSex")
-                    errors.append(msg)
-                    print(f"error: {msg}", file=sys.stderr)
-                    continue
-                ok.append((i, s))
-            if ok:
-                results = model.predict_films(
-                    [got[i][0] for i, _ in ok], [s for _, s in ok],
-                    [chronological_age] * len(ok), [got[i][1] for i, _ in ok])
-                for (i, s), r in zip(ok, results, strict=True):
-                    writer.write(r)
-                    done += 1
-                    if heatmap_dir or report_dir:
-                        _write_extras(model, chunk[i], s, r, heatmap_dir, report_dir)
-            bar.update(len(chunk))
+        # one pool for the whole batch, results in file order; the model runs per CHUNK films
+        for i, item, err in parallel_map(_read_prepare, tasks, workers, ordered=True):
+            bar.update(1)
+            p = files[i]
+            s = sex if sex else by_id.get(p.stem, by_id.get(p.name))
+            if not err and s is None and item[0].male is None:
+                err = (f"{p}: sex is required (the bone-age standards differ by sex); give "
+                       "--sex, --labels, or a DICOM with PatientSex")
+            if err:
+                errors.append(err)
+                print(f"error: {err}", file=sys.stderr)
+                continue
+            pending.append((i, item, s))
+            if len(pending) >= CHUNK:
+                flush()
+        flush()
         bar.close()
     finally:
         if out:

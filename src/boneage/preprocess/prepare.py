@@ -102,9 +102,11 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def parallel_map(fn: Callable[[Any], Any], tasks: list, workers: int) -> Iterator[Any]:
-    """Results of fn over tasks, in completion order, in `workers` processes (inline for 1).
-    The pool is always shut down, also when the caller stops early or is interrupted."""
+def parallel_map(fn: Callable[[Any], Any], tasks: list, workers: int, ordered: bool = False
+                 ) -> Iterator[Any]:
+    """Results of fn over tasks (in completion order, or in task order with `ordered`), in
+    `workers` processes (inline for 1). The pool is always shut down, also when the caller
+    stops early or is interrupted."""
     workers = max(1, min(workers, len(tasks) or 1))
     if workers == 1:
         _init_worker()
@@ -115,7 +117,7 @@ def parallel_map(fn: Callable[[Any], Any], tasks: list, workers: int) -> Iterato
     # not fork: a parent that already ran OpenCV threads can deadlock its forked children
     pool = mp.get_context("forkserver").Pool(workers, initializer=_init_worker)
     try:
-        yield from pool.imap_unordered(fn, tasks, chunksize=4)
+        yield from (pool.imap if ordered else pool.imap_unordered)(fn, tasks, chunksize=4)
         pool.close()
         pool.join()
     finally:
@@ -135,6 +137,17 @@ def preprocess_many(paths: list[Path], pipeline: Pipeline, workers: int = 1,
             results[int(key)] = (img, meta, err)
             bar.update(1)
     return results
+
+
+def table_from_cache(cache: Path) -> LabelTable:
+    """The films a cache prepared successfully, with the labels its manifest recorded."""
+    rows = [r for r in read_manifest(cache).values() if r["status"] == "ok"]
+    if not rows:
+        raise BoneAgeError(f"{cache}: not a prepared cache, or an empty one")
+    return LabelTable([Record(r["id"], Path(r["source"]),
+                              None if r["male"] == "" else r["male"] == "1",
+                              float(r["months"]) if r["months"] else None) for r in rows],
+                      source=str(cache))
 
 
 def read_manifest(cache: Path) -> dict[str, dict[str, str]]:

@@ -82,13 +82,13 @@ class RunRecorder(L.Callback):
         from boneage.plots import training_curves
 
         training_curves(self.rows, self.out / "curves.png", self.out / "lr.png")
-        card = self._card(row)
+        card = self._card(row, model)
         save_checkpoint(model, card, self.out / "last.safetensors")
         if row["val_mae"] is not None and row["val_mae"] < self.best:
             self.best = row["val_mae"]
             save_checkpoint(model, card, self.out / "best.safetensors")
 
-    def _card(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _card(self, row: dict[str, Any], model) -> dict[str, Any]:
 
         card = copy.deepcopy(self.card_base)
         peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
@@ -102,11 +102,8 @@ class RunRecorder(L.Callback):
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
 
-        card["parameters"] = count_parameters(self._model_ref)
+        card["parameters"] = count_parameters(model)
         return card
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        self._model_ref = pl_module.model
 
     def summary(self) -> dict[str, Any]:
         best = min((r for r in self.rows if r["val_mae"] not in (None, "")),

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from boneage.data.labels import LabelTable, Record, default_images_dir, load_table, read_labels
+from boneage.data.labels import LabelTable, default_images_dir, load_table, read_labels
 from boneage.data.splits import load_split, save_split, stratified_split
 from boneage.errors import BoneAgeError
 from boneage.fileio import atomic_write_csv, ensure_writable_dir, read_csv_dicts
-from boneage.preprocess.prepare import Cache, cpu_count, load_cache, prepare, read_manifest
+from boneage.preprocess.prepare import Cache, cpu_count, load_cache, prepare, table_from_cache
 from boneage.preprocess.steps import Pipeline, seed_pipeline, thumbnail_pipeline
 from boneage.training.config import TrainConfig, load_config
 
@@ -35,16 +35,6 @@ def pipeline_for(cfg: TrainConfig) -> Pipeline:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _table_from_cache(cache: Path) -> LabelTable:
-    rows = [r for r in read_manifest(cache).values() if r["status"] == "ok"]
-    if not rows:
-        raise BoneAgeError(f"{cache}: not a prepared cache, or an empty one")
-    return LabelTable([Record(r["id"], Path(r["source"]),
-                              None if r["male"] == "" else r["male"] == "1",
-                              float(r["months"]) if r["months"] else None) for r in rows],
-                      source=str(cache))
 
 
 def check_run_dir(out: Path, resume: bool) -> None:
@@ -67,7 +57,7 @@ def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, 
     """(cache folder, table of everything in it, split from a validation CSV or None, source)."""
     if data is not None:
         cache = Path(data)
-        table = _table_from_cache(cache)
+        table = table_from_cache(Path(cache))
         source = str(cache)
     else:
         table = load_table(images, labels, skip_invalid=skip_invalid)
@@ -112,7 +102,6 @@ def train(
     resume: bool = False,
     skip_invalid: bool = False,
     progress: bool = True,
-    max_steps: int = -1,
 ) -> dict[str, Any]:
     """Train one model; return the final summary (best validation metrics, time, paths).
 
@@ -125,7 +114,7 @@ def train(
         prov = read_csv_dicts(out / "provenance.csv")[0]
         split = load_split(out / "split.csv")
         tr, va = _load_parts(Path(prov["cache"]), split)
-        return _fit(out, cfg_saved, tr, va, prov["source"], split, resume, progress, max_steps)
+        return _fit(out, cfg_saved, tr, va, prov["source"], split, resume, progress)
     check_run_dir(out, resume)
     if resume:
         cfg = load_config(out / "config.yaml")
@@ -152,7 +141,7 @@ def train(
                          [[str(cache.resolve()), source,
                            _sha256(Path(source)) if Path(source).is_file() else ""]])
     tr, va = _load_parts(cache, split)
-    return _fit(out, cfg, tr, va, source, split, resume, progress, max_steps)
+    return _fit(out, cfg, tr, va, source, split, resume, progress)
 
 
 def _check_split(split: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -186,7 +175,7 @@ def _wait_for_rank_zero(out: Path, timeout_s: float = 6 * 3600) -> None:
 
 
 def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: dict[str, str],
-         resume: bool, progress: bool, max_steps: int) -> dict[str, Any]:
+         resume: bool, progress: bool) -> dict[str, Any]:
     import warnings
 
     import lightning as L
@@ -220,7 +209,7 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
     early = L.pytorch.callbacks.EarlyStopping("val_mae", patience=cfg.early_stopping_patience,
                                               mode="min")
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, max_steps=max_steps, accelerator=cfg.accelerator,
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator,
         devices=cfg.devices if cfg.devices == "auto" else int(cfg.devices),
         num_nodes=cfg.num_nodes, precision=precision, callbacks=[recorder, early],
         logger=False, enable_checkpointing=False, enable_progress_bar=progress,
