@@ -1,6 +1,6 @@
 """Load test of `boneage serve` on loopback: bounded, stops by itself.
 
-    python benchmarks/load_test.py --model RUN_DIR_OR_CHECKPOINT [--requests 400] [--clients 8]
+    python benchmarks/load_test.py [--model default] [--requests 400] [--clients 8]
 
 Starts the server on a free 127.0.0.1 port (workers 2, queue 8), sends --requests predictions
 of a real film from --clients concurrent clients while a monitor polls /health every 50 ms, and
@@ -52,7 +52,7 @@ def pctl(xs: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", default="default")
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--clients", type=int, default=8)

@@ -99,18 +99,27 @@ def _parser_prepare(sub) -> None:
 
 # ----------------------------------------------------------------------------------- models
 def cmd_models(a: argparse.Namespace) -> int:
-    from boneage.models.checkpoint import installed_models, read_card
-    from boneage.models.registry import DESCRIPTIONS, build_model, count_parameters
+    import importlib.util
 
-    print(f"{'architecture':<16}{'parameters':>12}  description")
-    for name, desc in DESCRIPTIONS.items():
-        print(f"{name:<16}{count_parameters(build_model(name)):>12,}  {desc}")
+    from boneage.models.checkpoint import installed_models, read_card
+
+    if importlib.util.find_spec("torch") is None:
+        print("architectures: install PyTorch to list and train them (pip install "
+              "'boneage[train]')")
+    else:
+        from boneage.models.registry import DESCRIPTIONS, build_model, count_parameters
+
+        print(f"{'architecture':<16}{'parameters':>12}  description")
+        for name, desc in DESCRIPTIONS.items():
+            print(f"{name:<16}{count_parameters(build_model(name)):>12,}  {desc}")
     installed = installed_models()
     print("\ninstalled models (use --model NAME):" + ("" if installed else " none yet"))
     for path in installed:
         card = read_card(path)
-        held = card.get("heldout_metrics") or (card.get("metrics") or {}).get("val") or {}
-        mae = f"MAE {held['mae']:.2f} months" if held.get("mae") is not None else ""
+        held = card.get("heldout_metrics")
+        where = "held-out" if held else "validation"
+        held = held or (card.get("metrics") or {}).get("val") or {}
+        mae = f"{where} MAE {held['mae']:.2f} months" if held.get("mae") is not None else ""
         onnx = " (+ onnx)" if path.with_suffix(".onnx").is_file() else ""
         print(f"  {path.stem:<14}{card['arch']:<16}{card.get('input_size', '')!s:>5} px  "
               f"{mae}{onnx}")
@@ -124,7 +133,8 @@ def _parser_models(sub) -> None:
 
 # ------------------------------------------------------------------------------------ train
 _TRAIN_OVERRIDES = ("arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",
-                    "warmup_fraction", "huber_delta", "early_stopping_patience", "val_fraction",
+                    "warmup_fraction", "huber_delta", "early_stopping_patience", "max_minutes",
+                    "val_fraction",
                     "test_fraction", "seed", "precision", "accelerator", "devices", "num_nodes",
                     "workers", "pipeline")
 
@@ -135,8 +145,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     from boneage.training.config import load_config
     from boneage.training.run import train
 
+    progress = sys.stderr.isatty() if a.progress is None else a.progress
     if a.resume:
-        summary = train(a.resume, resume=True)
+        summary = train(a.resume, resume=True, progress=progress)
     else:
         if not a.out:
             raise BoneAgeError("give --out RUN_DIR (or --resume RUN_DIR)")
@@ -152,8 +163,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         cfg = load_config(a.config, overrides)
         summary = train(a.out, cfg, images=a.images, labels=a.labels, data=a.data,
                         cache_dir=a.cache, val_labels=a.val_labels, val_images=a.val_images,
-                        split_file=a.split,
-                        skip_invalid=a.skip_invalid)
+                        split_file=a.split, skip_invalid=a.skip_invalid, progress=progress)
     print(json.dumps(summary))
     return 0
 
@@ -185,6 +195,9 @@ def _parser_train(sub) -> None:
     p.add_argument("--warmup-fraction", type=float)
     p.add_argument("--huber-delta", type=float)
     p.add_argument("--early-stopping-patience", type=_positive_int)
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget (stops after an epoch)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when writing to a terminal)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--test-fraction", type=float)
@@ -222,7 +235,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 def _parser_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics, plots and an HTML report on a labelled set")
-    p.add_argument("--model", required=True, metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+                   help="default (the bundled model), a run folder or a checkpoint")
     _add_data_args(p, labels_required=True)
     p.add_argument("--out", metavar="REPORT_DIR", help="write metrics.json, predictions.csv, "
                    "plots and report.html here")
@@ -248,7 +262,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
 
 def _parser_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="fit the model's prediction interval on labelled films")
-    p.add_argument("--model", required=True, metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+                   help="default (the bundled model), a run folder or a checkpoint")
     _add_data_args(p, labels_required=True)
     p.add_argument("--subset", choices=("train", "val", "test"),
                    help="only the films in this part of the model's run split (use val)")
@@ -282,7 +297,20 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from boneage.inference.batch import predict_paths
     from boneage.preprocess.prepare import cpu_count
 
-    model = load_model(a.model, a.backend, tta=not a.no_tta)
+    backend = a.backend
+    if backend is None and not (a.heatmap or a.report):
+        # the same numbers, a quarter of the start-up: importing torch and MONAI takes ~2.5 s
+        import importlib.util
+
+        from boneage.models.checkpoint import BUNDLED
+
+        if (importlib.util.find_spec("onnxruntime") is not None
+                and (BUNDLED / f"{a.model}.onnx").is_file()):
+            backend = "onnx"
+    model = load_model(a.model, backend, tta=not a.no_tta)
+    if a.heatmap and not model.explains:
+        raise BoneAgeError("--heatmap needs the PyTorch backend (Grad-CAM differentiates the "
+                           "network): pip install 'boneage[train]' and --backend torch")
     done, errors = predict_paths(model, a.paths, a.sex, a.labels, a.chronological_age,
                                  a.format, a.out, a.heatmap, a.workers or cpu_count(),
                                  report_dir=a.report)
@@ -299,13 +327,16 @@ def _parser_predict(sub) -> None:
     p.add_argument("--chronological-age", type=float, metavar="MONTHS",
                    help="for the SDS and category (else the DICOM header, if any)")
     p.add_argument("--model", default="default", metavar="NAME_OR_PATH")
-    p.add_argument("--backend", choices=("torch", "onnx"), help="default: from the model file")
+    p.add_argument("--backend", choices=("torch", "onnx"),
+                   help="default: onnx for an installed model that ships an ONNX graph (unless "
+                   "--heatmap/--report), else torch if installed; onnx for a .onnx file")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="json: one object per line")
     p.add_argument("--out", metavar="FILE", help="write results here (streamed) instead of stdout")
     p.add_argument("--heatmap", metavar="DIR", help="write a Grad-CAM overlay PNG per film")
     p.add_argument("--report", metavar="DIR", help="write a one-page PDF report per film")
-    p.add_argument("--no-tta", action="store_true", help="no test-time augmentation (no interval)")
+    p.add_argument("--no-tta", action="store_true",
+                   help="one view instead of 8: faster, with a constant-width interval")
     p.add_argument("--workers", type=_positive_int, help="reading processes (default: all cores)")
     p.set_defaults(func=cmd_predict)
 
@@ -360,17 +391,21 @@ def _parser_serve(sub) -> None:
 def cmd_export(a: argparse.Namespace) -> int:
     from boneage.inference.onnx import export_onnx
 
-    out = export_onnx(a.model, a.out, opset=a.opset)
+    out = export_onnx(a.model, a.out, opset=a.opset, share_weights=a.share_weights)
     print(f"exported {a.model} -> {out} (+ {out.with_suffix('.json').name})")
     return 0
 
 
 def _parser_export(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (runs without torch)")
-    p.add_argument("--model", required=True, metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+                   help="default (the bundled model), a run folder or a checkpoint")
     p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--out", required=True, metavar="FILE.onnx")
     p.add_argument("--opset", type=_positive_int, default=17)
+    p.add_argument("--share-weights", action="store_true",
+                   help="read the weights from the checkpoint's .safetensors beside the .onnx "
+                   "(no second copy; keep the two files together)")
     p.set_defaults(func=cmd_export)
 
 
@@ -416,6 +451,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print("error: out of memory (try a smaller --batch-size or --image-size)", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:  # an optional extra that this install lacks
+        extra = _EXTRAS.get((e.name or "").split(".")[0], "train")
+        print(f"error: this needs the Python package {e.name!r}: "
+              f"pip install 'boneage[{extra}]'", file=sys.stderr)
+        return 2
+
+
+_EXTRAS = {"torch": "train", "monai": "train", "lightning": "train", "onnxruntime": "onnx",
+           "onnx": "export", "fastapi": "service", "uvicorn": "service", "multipart": "service"}
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ def test_train_evaluate_compare(small_set, tmp_path, capsys):
     run = tmp_path / "run"
     summary = train(run, _cfg(epochs=3), images=str(images), labels=str(labels), progress=False)
     assert summary["epochs"] == 3
+    log = capsys.readouterr().out  # without a progress bar: one line per epoch
+    assert "run: epoch 0  train MAE" in log and "run: epoch 2" in log
     rows = read_csv_dicts(run / "metrics.csv")
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0]  # it learns
@@ -84,6 +86,13 @@ def test_train_evaluate_compare(small_set, tmp_path, capsys):
     # the folder holds a run now: a second train into it is refused
     with pytest.raises(BoneAgeError, match="already holds a run"):
         train(run, _cfg(), images=str(images), labels=str(labels), progress=False)
+
+
+def test_time_budget_stops_after_an_epoch(small_set, tmp_path):
+    images, labels = small_set
+    summary = train(tmp_path / "budget", _cfg(epochs=6, max_minutes=0.0001), images=str(images),
+                    labels=str(labels), progress=False)
+    assert summary["epochs"] == 1 and (tmp_path / "budget" / "best.safetensors").is_file()
 
 
 def test_resume_continues_from_the_right_step(small_set, tmp_path, monkeypatch):

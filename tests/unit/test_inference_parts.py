@@ -78,3 +78,28 @@ def test_gradcam_on_registry_models(checkpoint):
     pred = Predictor.load(checkpoint)
     cam = gradcam(pred.model, np.random.default_rng(1).random((64, 64), np.float32), False)
     assert cam.shape == (64, 64) and np.isfinite(cam).all()
+
+
+def test_onnx_sharing_the_float16_weights(tmp_path):
+    """The bundled model's layout: one float16 .safetensors read by both backends."""
+    torch.manual_seed(0)
+    card = {"arch": "resnet18", "model_kwargs": {"upsample": 1.5}, "input_size": 64,
+            "pipeline": thumbnail_pipeline(64).to_dict(),
+            "target_norm": {"mean": 120.0, "std": 40.0}}
+    weights = save_checkpoint(build_model("resnet18", upsample=1.5).eval(), card,
+                              tmp_path / "m.safetensors", half=True)
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(weights), "--out", str(out), "--share-weights"]) == 0
+    assert out.stat().st_size < 0.02 * weights.stat().st_size  # the graph alone
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 64, 64), dtype=np.uint8)
+    male = np.array([1, 0, 1, 0, 1], bool)
+    t = Predictor.load(weights).estimate(images, male)
+    o = Predictor.load(out, backend="onnx").estimate(images, male)
+    assert np.abs(t.mean - o.mean).max() < 1e-3 and np.abs(t.spread - o.spread).max() < 1e-3
+    assert t.features.shape == (5, 512) and np.abs(t.features - o.features).max() < 1e-3
+    assert np.allclose(t.single, Predictor.load(weights).predict_arrays(images, male), atol=1e-4)
+    elsewhere = tmp_path / "sub"
+    elsewhere.mkdir()
+    assert main(["export", "--model", str(weights), "--out", str(elsewhere / "m.onnx"),
+                 "--share-weights"]) == 2

@@ -75,3 +75,32 @@ def test_checkpoint_errors(tmp_path):
         resolve_model_path(tmp_path / "empty")
     with pytest.raises(BoneAgeError, match="no such model"):
         resolve_model_path(tmp_path / "missing.safetensors")
+
+
+def test_upsample_enlarges_inside_the_network_and_is_checked():
+    torch.manual_seed(0)
+    model = build_model("resnet18", upsample=2.0).eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert model.features(x).shape[-1] == 4  # 128 px through stride 32
+        out, emb = model.forward_with_embedding(x, torch.tensor([1.0, 0.0]))
+        assert torch.allclose(out, model(x, torch.tensor([1.0, 0.0])))
+    assert emb.shape == (2, 512)
+    assert build_model("resnet18").features(x).shape[-1] == 2
+    with pytest.raises(BoneAgeError, match="upsample"):
+        build_model("densenet121", upsample=8)
+
+
+def test_half_precision_checkpoint_is_half_the_size_and_close(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18").eval()
+    card = {"arch": "resnet18", "model_kwargs": {}}
+    full = save_checkpoint(model, card, tmp_path / "full.safetensors")
+    half = save_checkpoint(model, card, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.52 * full.stat().st_size
+    m16, c16 = load_checkpoint(half)
+    assert c16["weights_dtype"] == "float16"
+    assert next(m16.parameters()).dtype == torch.float32  # computes in float32
+    x, s = torch.rand(2, 1, 64, 64), torch.tensor([1.0, 0.0])
+    with torch.no_grad():
+        assert torch.allclose(m16(x, s), model(x, s), atol=2e-2)

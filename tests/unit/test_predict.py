@@ -76,7 +76,7 @@ def test_api_same_numbers_for_path_bytes_and_array(model_path, folder):
     assert batch[0].bone_age_months == a.bone_age_months and batch[1].sex == "M"
 
 
-def test_api_input_errors(model_path, folder):
+def test_api_input_errors(model_path, folder, tmp_path, monkeypatch):
     m = load_model(str(model_path))
     with pytest.raises(BoneAgeError, match="sex is required"):
         m.predict(folder / "f0.png")
@@ -86,6 +86,13 @@ def test_api_input_errors(model_path, folder):
         m.predict(folder / "f0.png", sex="M", chronological_age_months=900)
     with pytest.raises(BoneAgeError, match="not an image"):
         m.predict(b"hello", sex="M")
+    with pytest.raises(BoneAgeError, match="not a model"):
+        load_model("nosuchmodel")
+    from boneage.inference import api
+    from boneage.models import checkpoint
+
+    for mod in (checkpoint, api):  # an install without weights says so
+        monkeypatch.setattr(mod, "BUNDLED", tmp_path / "empty")
     with pytest.raises(BoneAgeError, match="no bundled default model"):
         load_model("default")
     with pytest.raises(BoneAgeError, match="not a model"):

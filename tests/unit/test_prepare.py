@@ -94,6 +94,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
+def test_missing_optional_package_is_one_line(monkeypatch, capsys):
+    import boneage.cli as cli
+
+    def needs_torch(a):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(cli, "cmd_models", needs_torch)  # bound when the parser is built
+    assert cli.main(["models"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: this needs the Python package 'torch': pip install 'boneage[train]'"
+
+
 def test_squash_pipeline_cli(films, tmp_path):
     assert main(["prepare", "--images", str(films), "--out", str(tmp_path / "c"), "--squash"]) == 0
     assert load_cache(tmp_path / "c").images.shape == (6, 100, 100)

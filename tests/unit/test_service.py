@@ -164,3 +164,17 @@ def test_report_pdf(client):
     bad = client.post("/v1/report", files={"file": ("f.txt", b"text", "text/plain")},
                       data={"sex": "M"})
     assert bad.status_code == 415
+
+
+def test_bundled_model_on_onnx_runtime_answers_without_heatmap():
+    """A clinic's torch-less install: the bundled model through ONNX Runtime; a heatmap request
+    still gets its estimate, with a warning instead of the picture."""
+    app = create_app(load_model("default", backend="onnx"), Settings())
+    c = TestClient(app)
+    assert c.get("/health").json()["model"] == "default"
+    r = c.post("/v1/predict", files={"file": ("f.png", png(), "image/png")},
+               data={"sex": "M", "heatmap": "yes"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["heatmap"] is None and 0 < body["bone_age_months"] < 240
+    assert any("needs the PyTorch backend" in w for w in body["warnings"])

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from boneage.data.synthetic import synthetic_film
+from boneage.data.synthetic import phantom_hand, synthetic_film
 from boneage.errors import BoneAgeError
-from boneage.preprocess.hand import localise_hand
+from boneage.preprocess.hand import finger_gaps, localise_hand
 from boneage.preprocess.steps import (
     Clahe,
     CropHand,
@@ -46,6 +46,25 @@ def test_crop_falls_back_on_flat_image():
     out = CropHand()(np.full((300, 200), 80, np.uint8), meta)
     assert out.shape == (300, 200)
     assert meta["crop_fallback"] is True and meta["crop_box"] == [0, 0, 200, 300]
+
+
+def _film_with(draw) -> np.ndarray:
+    img = np.full((900, 700), 20, np.uint8)
+    draw(img)
+    return cv2.GaussianBlur(img, (0, 0), 3)
+
+
+def test_finger_gaps_tell_hands_from_other_shapes():
+    # hands (drawn): four gaps between five fingers, whatever the size and border
+    assert finger_gaps(phantom_hand()) >= 3
+    assert finger_gaps(phantom_hand(1600, 1200, seed=3)) >= 3
+    assert finger_gaps(synthetic_film(seed=1, border=40)[0]) >= 3
+    # a chest-like blob, a long bone, a blank film, a ramp: no fingers
+    chest = _film_with(lambda a: cv2.ellipse(a, (350, 450), (280, 360), 0, 0, 360, 150, -1))
+    bone = _film_with(lambda a: cv2.rectangle(a, (300, 50), (400, 850), 180, -1))
+    ramp = np.tile(np.linspace(0, 255, 700), (900, 1)).astype(np.uint8)
+    for img in (chest, bone, np.full((900, 700), 90, np.uint8), ramp):
+        assert finger_gaps(img) < 3
 
 
 def test_to_uint8_stretches_16_bit_only():

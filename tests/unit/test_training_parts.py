@@ -32,10 +32,19 @@ def test_yaml_then_command_line(tmp_path):
     ("augment: {spin: 3}\n", "unknown setting 'spin'"),
     ("- a list\n", "mapping"),
     ("epochs: [\n", "invalid YAML"),
+    ("max_minutes: -1\n", "max_minutes"),
+    ("model: {upsample: 9}\n", None),
 ])
 def test_bad_configs(tmp_path, text, match):
     p = tmp_path / "c.yaml"
     p.write_text(text)
+    if match is None:  # architecture options are checked when the model is built
+        from boneage.models.registry import build_model
+
+        cfg = load_config(p)
+        with pytest.raises(BoneAgeError, match="upsample"):
+            build_model(cfg.arch, **cfg.model)
+        return
     with pytest.raises(BoneAgeError, match=match):
         load_config(p)
 
@@ -43,8 +52,13 @@ def test_bad_configs(tmp_path, text, match):
 def test_committed_configs_load():
     from tests.conftest import ROOT
 
-    for p in (ROOT / "configs").glob("*.yaml"):
-        load_config(p)
+    found = sorted((ROOT / "configs").rglob("*.yaml"))
+    assert len(found) >= 7  # seed, recommended, default and the default-model candidates
+    for p in found:
+        cfg = load_config(p)
+        from boneage.models.registry import build_model
+
+        build_model(cfg.arch, **cfg.model)  # every option of every committed config is valid
 
 
 def test_warmup_cosine_shape():

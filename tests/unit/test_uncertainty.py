@@ -7,6 +7,7 @@ from boneage.inference.uncertainty import (
     DEFAULT_TTA,
     calibrate,
     conformal_quantile,
+    has_interval,
     interval,
     tta_views,
 )
@@ -44,3 +45,39 @@ def test_conformal_quantile_needs_enough_films():
     with pytest.raises(ValueError):
         conformal_quantile(np.ones(5), 0.9)
     assert conformal_quantile(np.arange(1, 20, dtype=float), 0.9) == 18.0
+
+
+def test_single_view_interval_has_constant_width_and_covers():
+    rng = np.random.default_rng(1)
+    y = rng.uniform(0, 228, 3000)
+    single = y + rng.normal(0, 10, 3000)
+    cal = calibrate(y[:1500], single[:1500], np.full(1500, 3.0), single=single[:1500])
+    assert has_interval(cal, tta=False) and not has_interval(None, tta=True)
+    assert not has_interval({k: v for k, v in cal.items() if k != "single"}, tta=False)
+    lo, hi = interval(single[1500:], np.zeros(1500), cal, tta=False)
+    width = hi - lo
+    assert np.ptp(width[lo > 0]) < 1e-9  # constant where not clipped at 0
+    assert 0.87 <= np.mean((y[1500:] >= lo) & (y[1500:] <= hi)) <= 0.93
+
+
+def test_novelty_separates_other_pictures_from_the_reference():
+    from boneage.inference.quality import embedding_reference, novelty, quality_warnings
+
+    rng = np.random.default_rng(2)
+    centre = rng.uniform(0, 2, 64)
+    hands = np.maximum(centre + rng.normal(0, 0.3, (500, 64)), 0)
+    ref = embedding_reference(hands)
+    assert len(ref["mean"]) == 64 and ref["threshold"] > ref["p995"] > 0
+    new_hands = np.maximum(centre + rng.normal(0, 0.3, (200, 64)), 0)
+    others = np.maximum(rng.uniform(0, 2, (200, 64)) + rng.normal(0, 0.3, (200, 64)), 0)
+    assert np.mean(novelty(new_hands, ref) > ref["threshold"]) < 0.02
+    assert np.mean(novelty(others, ref) > ref["threshold"]) > 0.95
+    flagged = quality_warnings({}, 100.0, float(novelty(others[:1], ref)[0]), ref)
+    assert any("does not look like a hand" in w for w in flagged)
+    typical = float(np.median(novelty(new_hands, ref)))
+    assert 0.5 < typical < 1.5 and quality_warnings({}, 100.0, typical, ref) == []
+    # no fingers: flagged once the features are also unusual (above the 90th percentile)
+    assert quality_warnings({"finger_gaps": 1}, 100.0, typical, ref) == []
+    assert quality_warnings({"finger_gaps": 1}, 100.0, ref["p90"] * 1.05, ref) != []
+    assert quality_warnings({"finger_gaps": 4}, 100.0, ref["p90"] * 1.05, ref) == []
+    assert quality_warnings({"finger_gaps": 0}, 100.0) != []  # no reference: shape alone

@@ -81,3 +81,83 @@ def write_example(folder: str | Path, n: int = 6) -> Path:
         w.writerow(["id", "boneage", "male"])
         w.writerows(rows)
     return folder
+
+
+# Phantom hand: (x, y) of each ray's base on the palm, its direction (degrees from vertical)
+# and the lengths of metacarpal and phalanges, in units of 1/1000 of the film height.
+_RAYS = (  # thumb, index, middle, ring, little
+    ((0.32, 0.66), -38, (150, 95, 0, 70)),
+    ((0.41, 0.55), -8, (190, 120, 75, 55)),
+    ((0.50, 0.54), 0, (195, 130, 85, 58)),
+    ((0.58, 0.555), 7, (185, 120, 80, 55)),
+    ((0.66, 0.58), 16, (165, 95, 60, 50)),
+)
+
+
+def phantom_hand(height: int = 1000, width: int = 800, seed: int = 0) -> np.ndarray:
+    """A drawn left-hand radiograph phantom (8-bit): forearm bones with epiphyses, carpals,
+    metacarpals and phalanges with growth-plate gaps, a soft-tissue envelope, film noise and
+    an "L" marker. No patient data went into it, so it can ship with the package as the example
+    film; it is anatomy-shaped, not anatomy, and its bone age means nothing clinically."""
+    rng = np.random.default_rng(seed)
+    h, w = height, width
+    u = h / 1000
+    soft = np.zeros((h, w), np.float32)
+    bone = np.zeros((h, w), np.float32)
+
+    def seg(img, p, q, thick, value):
+        cv2.line(img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), float(value),
+                 max(1, int(thick)), cv2.LINE_AA)
+
+    def long_bone(p, q, thick):
+        """Cortex brighter than the medulla; rounded ends."""
+        seg(bone, p, q, thick, 0.75)
+        seg(bone, p, q, thick * 0.45, 0.55)
+        for c in (p, q):
+            cv2.circle(bone, (int(c[0]), int(c[1])), int(thick * 0.55), 0.8, -1, cv2.LINE_AA)
+
+    # forearm: radius and ulna with their distal epiphyses (a gap = open growth plate)
+    for x, thick, top in ((0.43, 62, 0.80), (0.60, 46, 0.82)):
+        p, q = (w * x, h * 1.02), (w * x, h * top + 22 * u)
+        seg(soft, (w * 0.52, h * 1.02), (w * 0.51, h * 0.70), 300 * u, 1.0)
+        long_bone(p, q, thick * u)
+        cv2.ellipse(bone, (int(w * x), int(h * top)), (int(thick * 0.6 * u), int(12 * u)), 0, 0,
+                    360, 0.85, -1, cv2.LINE_AA)
+    # carpals: eight rounded bones between forearm and metacarpals
+    for cx, cy, rx, ry in ((0.41, 0.73, 30, 22), (0.49, 0.735, 26, 20), (0.56, 0.74, 22, 18),
+                           (0.62, 0.73, 20, 20), (0.38, 0.67, 26, 22), (0.45, 0.665, 22, 24),
+                           (0.52, 0.67, 28, 26), (0.60, 0.675, 26, 24)):
+        cv2.ellipse(bone, (int(w * cx), int(h * cy)), (int(rx * u), int(ry * u)),
+                    float(rng.uniform(0, 180)), 0, 360, 0.8, -1, cv2.LINE_AA)
+    seg(soft, (w * 0.50, h * 0.70), (w * 0.52, h * 0.56), 330 * u, 1.0)  # palm
+    for (bx, by), deg, lengths in _RAYS:
+        x, y = w * bx, h * by
+        dx, dy = np.sin(np.radians(deg)), -np.cos(np.radians(deg))
+        thick = (34 if lengths[0] > 160 else 30) * u
+        start = (x, y)
+        for j, length in enumerate(lengths):
+            if length == 0:
+                continue
+            gap = 9 * u  # growth plate before each bone's epiphysis
+            end = (start[0] + dx * length * u, start[1] + dy * length * u)
+            long_bone((start[0] + dx * gap, start[1] + dy * gap), end, thick * (0.9 - 0.1 * j))
+            seg(soft, start, end, thick * 2.3, 1.0)
+            start = (end[0] + dx * 6 * u, end[1] + dy * 6 * u)
+        seg(soft, start, (start[0] + dx * 8 * u, start[1] + dy * 8 * u), thick * 2.0, 1.0)
+    soft = cv2.GaussianBlur(soft, (0, 0), 6 * u)
+    bone = cv2.GaussianBlur(bone, (0, 0), 1.6 * u)
+    img = 18 + 95 * np.clip(soft, 0, 1) + 150 * np.clip(bone, 0, 1)
+    img += rng.normal(0, 3.0, img.shape).astype(np.float32)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    cv2.putText(img, "L", (int(w * 0.08), int(h * 0.12)), cv2.FONT_HERSHEY_SIMPLEX, 2.4 * u, 235,
+                max(1, int(6 * u)), cv2.LINE_AA)
+    return img
+
+
+if __name__ == "__main__":  # regenerates the shipped example film
+    import sys
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/phantom-hand.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), phantom_hand())
+    print(f"wrote {out}")

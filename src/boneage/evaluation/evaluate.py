@@ -30,7 +30,7 @@ def select_subset(table: LabelTable, run_dir: Path | None, subset: str | None) -
 
 def predict_table(predictor, table: LabelTable, tta: bool, workers: int = 0,
                   progress: bool = True):
-    """(records read, true ages, sex, mean prediction, TTA spread or zeros, errors)."""
+    """(records read, true ages, sex, Estimates, errors)."""
     prepared = preprocess_many([r.path for r in table], predictor.pipeline.cached_part,
                                workers or cpu_count(), progress)
     errors = [err for _, _, err in prepared if err]
@@ -41,11 +41,7 @@ def predict_table(predictor, table: LabelTable, tta: bool, workers: int = 0,
     recs = [table.records[i] for i in ok]
     male = np.array([bool(r.male) for r in recs])
     y = np.array([r.months for r in recs], float)
-    if tta:
-        mean, spread = predictor.predict_tta(imgs, male)
-    else:
-        mean, spread = predictor.predict_arrays(imgs, male), np.zeros(len(recs))
-    return recs, y, male, mean.astype(float), spread.astype(float), errors
+    return recs, y, male, predictor.estimate(imgs, male, tta), errors
 
 
 def load_labelled(model: str, images: str | None, labels: str, subset: str | None,
@@ -68,13 +64,14 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
 
     predictor, run_dir, table = load_labelled(model, images, labels, subset, skip_invalid)
     outdir = ensure_writable_dir(out) if out else None
-    recs, y, male, pred, spread, errors = predict_table(predictor, table, tta, workers, progress)
+    recs, y, male, est, errors = predict_table(predictor, table, tta, workers, progress)
+    pred = est.mean
     metrics = evaluation_metrics(y, pred, male)
     cal = predictor.card.get("calibration")
-    if tta and cal:
-        from boneage.inference.uncertainty import interval
+    from boneage.inference.uncertainty import has_interval, interval
 
-        lo, hi = interval(pred, spread, cal)
+    if has_interval(cal, tta):
+        lo, hi = interval(pred, est.spread, cal, tta)
         metrics["interval"] = {"nominal": cal["coverage"],
                                "coverage": round(float(np.mean((y >= lo) & (y <= hi))), 4),
                                "mean_width": round(float(np.mean(hi - lo)), 2)}
@@ -98,8 +95,8 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
 def calibrate_model(model: str, images: str | None, labels: str, subset: str | None = None,
                     coverage: float = 0.9, skip_invalid: bool = False, workers: int = 0,
                     progress: bool = True) -> dict[str, Any]:
-    """Fit the 90% interval on labelled films (TTA + split-conformal) and store it in the
-    model card beside the weights."""
+    """Fit the 90% intervals (with and without TTA, split-conformal) and the feature reference
+    of the "not a hand" check on labelled films; store them in the model card."""
     from boneage.fileio import atomic_write_json as write
     from boneage.inference.uncertainty import calibrate
     from boneage.models.checkpoint import card_path
@@ -107,11 +104,15 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
     if not 0.5 <= coverage < 1:
         raise BoneAgeError("coverage must be in [0.5, 1)")
     predictor, _, table = load_labelled(model, images, labels, subset, skip_invalid)
-    _, y, _, mean, spread, errors = predict_table(predictor, table, True, workers, progress)
+    _, y, _, est, errors = predict_table(predictor, table, True, workers, progress)
     if len(y) < 10:
         raise BoneAgeError("calibration needs at least 10 labelled films")
-    cal = calibrate(y, mean, spread, coverage)
+    cal = calibrate(y, est.mean, est.spread, est.single, coverage)
     cal.update(labels=str(labels), subset=subset, failed=len(errors))
     card = {**predictor.card, "calibration": cal}
+    if est.features is not None:
+        from boneage.inference.quality import embedding_reference
+
+        card["embedding"] = embedding_reference(est.features)
     write(card_path(predictor.path), card)
     return cal

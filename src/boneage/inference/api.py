@@ -95,8 +95,10 @@ def resolve_sex(value: Any, film: Film) -> bool:
 def prepare_film(film: Film, pipeline: Pipeline) -> tuple[np.ndarray, dict[str, Any]]:
     """The model's cached preprocessing, plus what the quality checks need from the raw film."""
     from boneage.inference.quality import border_brightness
+    from boneage.preprocess.hand import finger_gaps
 
-    meta: dict[str, Any] = {"border_brightness": border_brightness(film.pixels)}
+    meta: dict[str, Any] = {"border_brightness": border_brightness(film.pixels),
+                            "finger_gaps": finger_gaps(film.pixels)}
     return pipeline.cached_part(film.pixels, meta), meta
 
 
@@ -132,9 +134,9 @@ class BoneAgeModel:
                       prepared: list[tuple[np.ndarray, dict]] | None = None
                       ) -> list[BoneAgeResult]:
         """The core: prepared images -> (TTA) model -> interval, comparison, warnings."""
-        from boneage.inference.quality import quality_warnings
+        from boneage.inference.quality import novelty, quality_warnings
         from boneage.inference.reference import compare_ages
-        from boneage.inference.uncertainty import interval
+        from boneage.inference.uncertainty import has_interval, interval
 
         male = np.array([resolve_sex(s, f) for s, f in zip(sexes, films, strict=True)])
         cas, notes = [], []
@@ -149,20 +151,21 @@ class BoneAgeModel:
         prepared = prepared or [self.prepare(f) for f in films]
         imgs = np.stack([p for p, _ in prepared])
         cal = self.card.get("calibration")
-        if self.tta:
-            mean, spread = self.predictor.predict_tta(imgs, male)
-        else:
-            mean, spread = self.predictor.predict_arrays(imgs, male), np.zeros(len(imgs))
+        est = self.predictor.estimate(imgs, male, self.tta)
+        ref = self.card.get("embedding")
+        nov = novelty(est.features, ref) if ref and est.features is not None else None
+        with_interval = has_interval(cal, self.tta)
+        if with_interval:
+            lows, highs = interval(est.mean, est.spread, cal, self.tta)
         results = []
         for i, film in enumerate(films):
-            ba = float(mean[i])
+            ba = float(est.mean[i])
             r = BoneAgeResult(film.name, "M" if male[i] else "F", round(ba, 1),
                               round(ba / 12, 2), warnings=list(notes[i]))
-            if cal and self.tta:
-                lo, hi = interval(mean[i : i + 1], spread[i : i + 1], cal)
-                r.interval_low_months, r.interval_high_months = round(float(lo[0]), 1), \
-                    round(float(hi[0]), 1)
-            elif not cal:
+            if with_interval:
+                r.interval_low_months = round(float(lows[i]), 1)
+                r.interval_high_months = round(float(highs[i]), 1)
+            else:
                 r.warnings.append("model not calibrated: no interval")
             if cas[i] is not None:
                 c = compare_ages(ba, cas[i], bool(male[i]))
@@ -170,17 +173,23 @@ class BoneAgeModel:
                 r.difference_months, r.sds, r.category = c.difference_months, c.sds, c.category
                 if not c.in_range:
                     r.warnings.append("chronological age outside the reference table's range")
-            r.warnings += quality_warnings(prepared[i][1], ba)
+            r.warnings += quality_warnings(prepared[i][1], ba,
+                                           None if nov is None else float(nov[i]), ref)
             results.append(r)
         return results
+
+    @property
+    def explains(self) -> bool:
+        """Whether heatmaps are available (Grad-CAM needs the PyTorch network)."""
+        return getattr(self.predictor, "model", None) is not None
 
     def heatmap(self, film: Film, sex: Any, prepared: np.ndarray | None = None) -> np.ndarray:
         """Grad-CAM overlay (BGR uint8) on the prepared film; needs the torch backend."""
         from boneage.inference.gradcam import gradcam, overlay
 
-        model = getattr(self.predictor, "model", None)
-        if model is None:
+        if not self.explains:
             raise BoneAgeError("heatmaps need the torch backend")
+        model = self.predictor.model
         img = prepared if prepared is not None else self.prepare(film)[0]
         x = self.predictor.pipeline.tensor_part(img, {})
         return overlay(img, gradcam(model, x, resolve_sex(sex, film)))
@@ -188,10 +197,26 @@ class BoneAgeModel:
 
 def load_model(spec: str | Path = "default", backend: str | None = None, tta: bool = True
                ) -> BoneAgeModel:
-    """An installed name ("default"), a run folder, a .safetensors checkpoint or an .onnx."""
+    """An installed name ("default"), a run folder, a .safetensors checkpoint or an .onnx.
+
+    backend None: PyTorch when it is installed, else ONNX Runtime (the bundled model ships
+    an ONNX graph that reads the same weights, so a clinic needs neither torch nor a GPU)."""
     path = Path(spec)
+    twin = BUNDLED / f"{spec}.onnx"  # an installed model's ONNX graph (same weights file)
     if backend is None:
-        backend = "onnx" if path.suffix == ".onnx" else "torch"
-    if backend == "onnx" and path.suffix != ".onnx" and (BUNDLED / f"{spec}.onnx").is_file():
-        spec = BUNDLED / f"{spec}.onnx"  # an installed model's exported twin
+        if path.suffix == ".onnx":
+            backend = "onnx"
+        else:  # torch when installed (heatmaps need it), else ONNX Runtime for what ships both
+            import importlib.util
+
+            has_torch = importlib.util.find_spec("torch") is not None
+            backend = "torch" if has_torch or "/" in str(spec) or not twin.is_file() else "onnx"
+    if backend == "onnx" and path.suffix != ".onnx" and "/" not in str(spec) and twin.is_file():
+        spec = twin
+    if backend == "torch":
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise BoneAgeError("this model needs PyTorch (pip install 'boneage[train]'), or "
+                               "use an ONNX model with --backend onnx")
     return BoneAgeModel(Predictor.load(spec, backend), tta=tta)

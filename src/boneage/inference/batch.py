@@ -168,8 +168,7 @@ def _write_extras(model: BoneAgeModel, path: Path, sex: Any, result: BoneAgeResu
     from boneage.fileio import atomic_write_bytes
 
     film = read_film(path)
-    pic = model.heatmap(film, sex) if getattr(model.predictor, "model", None) is not None \
-        else None
+    pic = model.heatmap(film, sex) if model.explains else None
     if heatmap_dir and pic is not None:
         ok, buf = cv2.imencode(".png", pic)
         if ok:

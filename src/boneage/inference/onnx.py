@@ -15,8 +15,13 @@ from boneage.fileio import atomic_write_json
 from boneage.inference.predictor import Predictor, TorchPredictor
 
 
-def export_onnx(spec: str | Path, out: str | Path, opset: int = 17) -> Path:
-    """Write OUT.onnx and its model card OUT.json (the same card, marked as ONNX)."""
+def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weights: bool = False
+                ) -> Path:
+    """Write OUT.onnx and its model card OUT.json (the same card, marked as ONNX).
+
+    share_weights: the graph reads its weights from the checkpoint's .safetensors (which must
+    sit in the same folder) instead of holding a second copy: a few kilobytes, the same
+    numbers. That is how the bundled model ships one set of weights for both backends."""
     import warnings
 
     import torch
@@ -24,6 +29,8 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = 17) -> Path:
     out = Path(out)
     if out.suffix != ".onnx":
         raise BoneAgeError(f"{out}: the ONNX file name must end in .onnx")
+    from boneage.models.fusion import WithEmbedding
+
     src = TorchPredictor.load(spec)
     size = int(src.card["input_size"])
     x = torch.rand(2, 1, size, size)
@@ -32,19 +39,87 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = 17) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # PRESERVE (the model is in eval mode) keeps each weight as saved instead of folding
+            # batch norms into convolutions; ONNX Runtime fuses them itself when it loads
             torch.onnx.export(
-                src.model, (x, sex), str(tmp), input_names=["image", "sex"],
-                output_names=["output"], opset_version=opset, dynamo=False,
-                dynamic_axes={"image": {0: "batch"}, "sex": {0: "batch"}, "output": {0: "batch"}},
+                WithEmbedding(src.model), (x, sex), str(tmp), input_names=["image", "sex"],
+                output_names=["output", "features"], opset_version=opset, dynamo=False,
+                training=torch.onnx.TrainingMode.PRESERVE,
+                dynamic_axes={"image": {0: "batch"}, "sex": {0: "batch"}, "output": {0: "batch"},
+                              "features": {0: "batch"}},
             )
+        if src.card.get("weights_dtype") == "float16":
+            _store_half(tmp)
+        if share_weights:
+            if src.path.parent.resolve() != out.parent.resolve():
+                raise BoneAgeError(f"{out}: --share-weights needs the .onnx in the folder of "
+                                   f"its weights ({src.path.parent})")
+            _share_weights(tmp, src.path)
         os.replace(tmp, out)
     except OSError as e:
         raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
-    atomic_write_json(out.with_suffix(".json"), {**src.card, "onnx": {"opset": opset,
-                                                                       "source": str(src.path)}})
+    onnx_info = {"opset": opset, "source": src.path.name if share_weights else str(src.path),
+                 "weights": src.path.name if share_weights else "embedded"}
+    # beside its own checkpoint (same stem) the two share one card, which now names the export
+    atomic_write_json(out.with_suffix(".json"), {**src.card, "onnx": onnx_info})
     return out
+
+
+def _store_half(path: Path) -> None:
+    """Store every float32 weight that float16 holds exactly (all of them, for a model loaded
+    from float16 weights) as float16 behind a Cast node: half the file, the same numbers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(path))
+    g = m.graph
+    casts = []
+    for init in list(g.initializer):
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        a = numpy_helper.to_array(init)
+        h = a.astype(np.float16)
+        if a.size < 16 or not np.array_equal(h.astype(np.float32), a):
+            continue
+        g.initializer.remove(init)
+        g.initializer.append(numpy_helper.from_array(h, f"{init.name}.fp16"))
+        casts.append(helper.make_node("Cast", [f"{init.name}.fp16"], [init.name],
+                                      to=TensorProto.FLOAT))
+    for i, node in enumerate(casts):
+        g.node.insert(i, node)
+    onnx.save(m, str(path))
+
+
+def _share_weights(path: Path, weights: Path) -> None:
+    """Point every initializer that is a checkpoint tensor (same name, dtype and shape) at its
+    bytes inside the .safetensors file (ONNX external data: location, offset, length)."""
+    import struct
+
+    import onnx
+    from onnx import TensorProto
+
+    raw = weights.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    kinds = {TensorProto.FLOAT: "F32", TensorProto.FLOAT16: "F16"}
+    m = onnx.load(str(path))
+    for init in m.graph.initializer:
+        key = init.name.removeprefix("model.").removesuffix(".fp16")
+        entry = header.get(key)
+        if (entry is None or kinds.get(init.data_type) != entry["dtype"]
+                or list(entry["shape"]) != list(init.dims)):
+            continue
+        start, end = entry["data_offsets"]
+        init.ClearField("raw_data")
+        del init.external_data[:]
+        for k, v in (("location", weights.name), ("offset", str(8 + n + start)),
+                     ("length", str(end - start))):
+            e = init.external_data.add()
+            e.key, e.value = k, v
+        init.data_location = TensorProto.EXTERNAL
+    onnx.save(m, str(path))
 
 
 class OnnxPredictor(Predictor):
@@ -75,5 +150,6 @@ class OnnxPredictor(Predictor):
                                ) from None
         return cls(session, card, path)
 
-    def _run(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"image": x, "sex": sex})[0]
+    def _run(self, x: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self.session.run(None, {"image": x, "sex": sex})
+        return out[0], out[1] if len(out) > 1 else None  # older exports: no features output

@@ -3,6 +3,7 @@ PyTorch (safetensors weights) or ONNX Runtime (an exported .onnx, no torch neede
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,33 +32,56 @@ class Predictor:
             return OnnxPredictor.load(spec)
         raise BoneAgeError(f"unknown backend {backend!r} (torch or onnx)")
 
-    def _run(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(network output, pooled features or None) for a float32 batch."""
         raise NotImplementedError
 
-    def predict_arrays(self, images: np.ndarray, male: np.ndarray, batch_size: int = 32
-                       ) -> np.ndarray:
-        """Bone age in months for prepared uint8 images (N, S, S) and sex (N,) (True = male)."""
+    def infer(self, images: np.ndarray, male: np.ndarray, batch_size: int = 32
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(bone age in months, features or None) for prepared uint8 images (N, S, S) and
+        sex (N,) (True = male)."""
         norm = self.card.get("target_norm", {"mean": 0.0, "std": 1.0})
         tensor_part = self.pipeline.tensor_part
         out = np.empty(len(images), np.float32)
+        feats: list[np.ndarray] = []
         for i in range(0, len(images), batch_size):
             x = np.stack([tensor_part(im, {}) for im in images[i : i + batch_size]])[:, None]
             s = np.asarray(male[i : i + batch_size], np.float32)
-            y = self._run(np.ascontiguousarray(x, np.float32), s)
+            y, f = self._run(np.ascontiguousarray(x, np.float32), s)
             out[i : i + len(y)] = y * norm["std"] + norm["mean"]
-        return out
+            if f is not None:
+                feats.append(f)
+        return out, np.concatenate(feats) if feats and len(feats[0]) else None
 
+    def predict_arrays(self, images: np.ndarray, male: np.ndarray, batch_size: int = 32
+                       ) -> np.ndarray:
+        """Bone age in months, one view per image."""
+        return self.infer(images, male, batch_size)[0]
 
-    def predict_tta(self, images: np.ndarray, male: np.ndarray, batch_size: int = 32
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, spread) in months over the test-time-augmented views of each image."""
+    def estimate(self, images: np.ndarray, male: np.ndarray, tta: bool = True,
+                 batch_size: int = 32) -> Estimates:
+        """Predictions over the test-time-augmented views of each image (or the image alone)."""
         from boneage.inference.uncertainty import DEFAULT_TTA, tta_views
 
-        v = len(DEFAULT_TTA)
-        views = np.concatenate([tta_views(im) for im in images]) if len(images) else images
-        preds = self.predict_arrays(views, np.repeat(np.asarray(male, bool), v), batch_size)
-        preds = preds.reshape(len(images), v)
-        return preds.mean(axis=1), preds.std(axis=1)
+        n, v = len(images), (len(DEFAULT_TTA) if tta else 1)
+        if n == 0:
+            return Estimates(np.zeros(0), np.zeros(0), np.zeros(0), None)
+        views = np.concatenate([tta_views(im) for im in images]) if tta else images
+        preds, feats = self.infer(views, np.repeat(np.asarray(male, bool), v), batch_size)
+        preds = preds.reshape(n, v).astype(float)
+        return Estimates(preds.mean(axis=1), preds.std(axis=1), preds[:, 0],
+                         None if feats is None else feats.reshape(n, v, -1)[:, 0])
+
+
+@dataclass
+class Estimates:
+    """Per film: the mean over views, their spread (0 for one view), the unaugmented view's
+    prediction and its pooled features (None when the model does not expose them)."""
+
+    mean: np.ndarray
+    spread: np.ndarray
+    single: np.ndarray
+    features: np.ndarray | None
 
 
 class TorchPredictor(Predictor):
@@ -73,9 +97,10 @@ class TorchPredictor(Predictor):
         model, card = load_checkpoint(path)
         return cls(model, card, path)
 
-    def _run(self, x: np.ndarray, sex: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
         with torch.inference_mode():
             t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-            return self.model(t, torch.from_numpy(sex)).float().numpy()
+            y, f = self.model.forward_with_embedding(t, torch.from_numpy(sex))
+            return y.float().numpy(), f.float().numpy()

@@ -8,6 +8,29 @@ import numpy as np
 
 INVERTED_SCORE = 0.75  # border brightness between the film's 5th and 95th percentiles
 MAX_MONTHS = 228.0  # 19 years: the end of the RSNA training range
+NOVELTY_MARGIN = 1.5  # x the 99.5th percentile of the calibration films' novelty
+MIN_FINGER_GAPS = 3  # notches between fingers (see preprocess.hand.finger_gaps)
+
+
+def embedding_reference(features: np.ndarray) -> dict[str, Any]:
+    """The card's `embedding` entry: per-feature mean and scale of the pooled features over
+    labelled hand films, and the novelty above which a film is "not like a hand radiograph"."""
+    f = np.asarray(features, np.float64)
+    mean, sd = f.mean(axis=0), f.std(axis=0)
+    ref = {"mean": [round(float(v), 5) for v in mean],
+           "scale": [round(float(v), 5) for v in sd + 0.1 * float(np.median(sd)) + 1e-6]}
+    scores = novelty(f, ref)
+    ref.update(n=int(len(f)), p90=round(float(np.quantile(scores, 0.90)), 4),
+               p995=round(float(np.quantile(scores, 0.995)), 4),
+               threshold=round(float(np.quantile(scores, 0.995)) * NOVELTY_MARGIN, 4))
+    return ref
+
+
+def novelty(features: np.ndarray, ref: dict[str, Any]) -> np.ndarray:
+    """Root-mean-square z-score of each film's features against the reference (about 1 for
+    films like the training films, far higher for other pictures)."""
+    z = (np.asarray(features, np.float64) - np.asarray(ref["mean"])) / np.asarray(ref["scale"])
+    return np.sqrt(np.mean(z * z, axis=1))
 
 
 def border_brightness(image: np.ndarray) -> float:
@@ -21,9 +44,27 @@ def border_brightness(image: np.ndarray) -> float:
     return float((np.median(ring) - lo) / max(1.0, hi - lo))
 
 
-def quality_warnings(meta: dict[str, Any], bone_age_months: float) -> list[str]:
-    """meta: what preparing the film recorded (crop fallback, border brightness)."""
+def _not_a_hand(gaps: int | None, novelty_score: float | None, ref: dict[str, Any] | None
+                ) -> bool:
+    """No fingers on the film's main object and features unlike the calibration films', or
+    features far unlike them whatever the shape. Either signal alone misfires: a few percent
+    of real films lose their fingers to thresholding, and infants' films sit at the edge of
+    the feature distribution."""
+    unusual = novelty_score is not None and ref is not None
+    if unusual and novelty_score > ref["threshold"]:
+        return True
+    return gaps is not None and gaps < MIN_FINGER_GAPS and (
+        not unusual or novelty_score > ref.get("p90", ref["threshold"]))
+
+
+def quality_warnings(meta: dict[str, Any], bone_age_months: float,
+                     novelty_score: float | None = None, reference: dict[str, Any] | None = None
+                     ) -> list[str]:
+    """meta: what preparing the film recorded (crop fallback, border brightness); novelty:
+    how far the film's features lie from the hand films the model was calibrated on."""
     out = []
+    if _not_a_hand(meta.get("finger_gaps"), novelty_score, reference):
+        out.append("this does not look like a hand radiograph: the estimate is not meaningful")
     if meta.get("crop_fallback"):
         out.append("no hand found on the film: the whole film was used")
     if meta.get("border_brightness", 0.0) > INVERTED_SCORE:

@@ -44,23 +44,38 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     return float(np.sort(scores)[k - 1])
 
 
-def calibrate(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, coverage: float = 0.9,
-              n_views: int = len(DEFAULT_TTA)) -> dict[str, Any]:
-    """The card's `calibration` entry, with the coverage and width it reaches on these films."""
-    y, mean, spread = (np.asarray(a, float) for a in (y, mean, spread))
+def _conformal(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, coverage: float
+               ) -> dict[str, Any]:
     eps = max(float(np.median(spread)), 0.5)
     q = conformal_quantile(np.abs(y - mean) / (spread + eps), coverage)
     half = q * (spread + eps)
-    return {
-        "method": "split-conformal, |error| / (TTA spread + eps)",
-        "coverage": coverage, "q": round(q, 4), "eps": round(eps, 4), "tta_views": n_views,
-        "n": int(len(y)),
-        "calibration_coverage": round(float(np.mean(np.abs(y - mean) <= half)), 4),
-        "calibration_mean_width": round(float(np.mean(2 * half)), 2),
-    }
+    return {"q": round(q, 4), "eps": round(eps, 4),
+            "calibration_coverage": round(float(np.mean(np.abs(y - mean) <= half)), 4),
+            "calibration_mean_width": round(float(np.mean(2 * half)), 2)}
 
 
-def interval(mean: np.ndarray, spread: np.ndarray, cal: dict[str, Any]
+def calibrate(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, single: np.ndarray | None = None,
+              coverage: float = 0.9, n_views: int = len(DEFAULT_TTA)) -> dict[str, Any]:
+    """The card's `calibration` entry, with the coverage and width it reaches on these films.
+
+    `single` (the unaugmented view's predictions) adds a constant-width interval for
+    predictions made without TTA (faster, no spread to scale by)."""
+    y, mean, spread = (np.asarray(a, float) for a in (y, mean, spread))
+    cal: dict[str, Any] = {"method": "split-conformal, |error| / (TTA spread + eps)",
+                           "coverage": coverage, "tta_views": n_views, "n": int(len(y)),
+                           **_conformal(y, mean, spread, coverage)}
+    if single is not None:
+        cal["single"] = _conformal(y, np.asarray(single, float), np.zeros(len(y)), coverage)
+    return cal
+
+
+def interval(mean: np.ndarray, spread: np.ndarray, cal: dict[str, Any], tta: bool = True
              ) -> tuple[np.ndarray, np.ndarray]:
-    half = cal["q"] * (np.asarray(spread, float) + cal["eps"])
+    """The calibrated interval; without TTA the constant-width one (see `has_interval`)."""
+    c = cal if tta else cal["single"]
+    half = c["q"] * (np.asarray(spread, float) + c["eps"])
     return np.clip(mean - half, 0, None), mean + half
+
+
+def has_interval(cal: dict[str, Any] | None, tta: bool) -> bool:
+    return bool(cal) and (tta or "single" in cal)

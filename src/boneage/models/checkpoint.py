@@ -22,15 +22,19 @@ def card_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def save_checkpoint(model, card: dict[str, Any], weights: str | Path) -> Path:
-    """Write weights (contiguous fp32 tensors) then the card, each atomically."""
+def save_checkpoint(model, card: dict[str, Any], weights: str | Path, half: bool = False
+                    ) -> Path:
+    """Write weights (contiguous fp32 tensors, or fp16 to halve a shipped model's size: the
+    model still computes in fp32) then the card, each atomically."""
     from safetensors.torch import save
 
     weights = Path(weights)
-    state = {k: v.detach().float().contiguous().cpu() if v.is_floating_point()
-             else v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: (v.detach().half() if half else v.detach().float()).contiguous().cpu()
+             if v.is_floating_point() else v.detach().contiguous().cpu()
+             for k, v in model.state_dict().items()}
     atomic_write_bytes(weights, save(state, metadata={"format": CARD_FORMAT}))
-    atomic_write_json(card_path(weights), {"format": CARD_FORMAT, **card})
+    atomic_write_json(card_path(weights), {"format": CARD_FORMAT, **card,
+                                           "weights_dtype": "float16" if half else "float32"})
     return weights
 
 

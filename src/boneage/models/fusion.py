@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -28,11 +29,19 @@ def mlp(sizes: Sequence[int], dropouts: Sequence[float] | None = None, final_act
 
 
 class FusionRegressor(nn.Module):
-    """backbone(image) -> pooled features; concat sex MLP; head -> one value per image."""
+    """backbone(image) -> pooled features; concat sex MLP; head -> one value per image.
+
+    upsample > 1 enlarges the image (bilinear) inside the network: the 100 px films hold no more
+    detail at 200 px, but the backbones' stride-32 stems were designed for larger inputs, and
+    doing it here keeps the saved preprocessing the films' own transform."""
 
     def __init__(self, backbone: nn.Module, features: int, head: Sequence[int],
-                 head_dropouts: Sequence[float], sex_mlp: Sequence[int] = (16, 8)) -> None:
+                 head_dropouts: Sequence[float], sex_mlp: Sequence[int] = (16, 8),
+                 upsample: float = 1.0) -> None:
         super().__init__()
+        if not 1.0 <= upsample <= 4.0:
+            raise ValueError(f"upsample must be between 1 and 4, got {upsample}")
+        self.upsample = float(upsample)
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.sex_mlp = mlp([1, *sex_mlp])
@@ -43,13 +52,36 @@ class FusionRegressor(nn.Module):
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """The last convolutional feature map (Grad-CAM hooks here)."""
+        if self.upsample != 1.0:
+            image = F.interpolate(image, scale_factor=self.upsample, mode="bilinear",
+                                  align_corners=False)
         return self.backbone(image)
 
     def from_features(self, features: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
         """The rest of the network after the feature map (Grad-CAM differentiates this)."""
-        f = torch.flatten(self.pool(features), 1)
-        s = self.sex_mlp(sex.reshape(-1, 1).to(f.dtype))
-        return self.head(torch.cat([f, s], dim=1)).squeeze(1)
+        return self._head(torch.flatten(self.pool(features), 1), sex)
+
+    def _head(self, pooled: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
+        s = self.sex_mlp(sex.reshape(-1, 1).to(pooled.dtype))
+        return self.head(torch.cat([pooled, s], dim=1)).squeeze(1)
 
     def forward(self, image: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
         return self.from_features(self.features(image), sex)
+
+    def forward_with_embedding(self, image: torch.Tensor, sex: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output, pooled image features): the features tell how far a film lies from the
+        films the model learned on (the "not a hand" check)."""
+        pooled = torch.flatten(self.pool(self.features(image)), 1)
+        return self._head(pooled, sex), pooled
+
+
+class WithEmbedding(nn.Module):
+    """forward() returning (output, embedding), for export to a two-output ONNX graph."""
+
+    def __init__(self, model: FusionRegressor) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, sex: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_with_embedding(image, sex)

@@ -5,6 +5,7 @@ MONAI supplies the backbones; this package adds only what MONAI lacks (CBAM, sex
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         raise BoneAgeError(f"unknown architecture {name!r} (known: {', '.join(sorted(MODELS))})")
     try:
         return MODELS[name](**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise BoneAgeError(f"architecture {name!r}: bad option ({e})") from None
 
 
@@ -38,8 +39,25 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _monai_nets():
+    """MONAI's network classes, imported without matplotlib. `import monai` imports every MONAI
+    submodule, and matplotlib.pyplot (used only by MONAI's notebook helpers) adds about 0.5 s
+    to every cold start of `boneage predict`. A None entry in sys.modules makes that one
+    import fail, which MONAI's optional imports tolerate; it is removed straight after."""
+    if "monai.networks.nets" not in sys.modules and "matplotlib" not in sys.modules:
+        sys.modules["matplotlib"] = None  # type: ignore[assignment]
+        try:
+            import monai.networks.nets
+        finally:
+            if sys.modules.get("matplotlib", 0) is None:
+                del sys.modules["matplotlib"]
+    import monai.networks.nets
+
+    return monai.networks.nets
+
+
 def _densenet_features(act: str = "gelu") -> tuple[nn.Module, int]:
-    from monai.networks.nets import DenseNet
+    DenseNet = _monai_nets().DenseNet  # noqa: N806 (a class)
 
     net = DenseNet(spatial_dims=2, in_channels=1, out_channels=1, init_features=64,
                    growth_rate=32, block_config=(6, 12, 24, 16), bn_size=4, act=act)
@@ -48,9 +66,9 @@ def _densenet_features(act: str = "gelu") -> tuple[nn.Module, int]:
 
 
 def _resnet_features(layers: tuple[int, ...], cbam: bool) -> tuple[nn.Module, int]:
-    from monai.networks.nets import ResNet
-
     from boneage.models.cbam import CBAM
+
+    ResNet = _monai_nets().ResNet  # noqa: N806 (a class)
 
     net = ResNet("basic", list(layers), [64, 128, 256, 512], spatial_dims=2,
                  n_input_channels=1, conv1_t_size=7, conv1_t_stride=2, num_classes=1)
@@ -65,24 +83,26 @@ def _resnet_features(layers: tuple[int, ...], cbam: bool) -> tuple[nn.Module, in
 
 
 @register("densenet121", "DenseNet121 (6/12/24/16, growth 32), GELU; sex MLP; head 32-16-1")
-def densenet121(dropout: float = 0.2) -> nn.Module:
+def densenet121(dropout: float = 0.2, upsample: float = 1.0) -> nn.Module:
     body, feats = _densenet_features("gelu")
-    return FusionRegressor(body, feats, head=(32, 16), head_dropouts=(0.0, dropout))
+    return FusionRegressor(body, feats, head=(32, 16), head_dropouts=(0.0, dropout),
+                           upsample=upsample)
 
 
 @register("resnet34_cbam", "ResNet34 with CBAM in every block; sex MLP; head 1024-512-1")
-def resnet34_cbam(dropout: float = 0.4) -> nn.Module:
+def resnet34_cbam(dropout: float = 0.4, upsample: float = 1.0) -> nn.Module:
     body, feats = _resnet_features((3, 4, 6, 3), cbam=True)
-    return FusionRegressor(body, feats, head=(1024, 512), head_dropouts=(dropout, dropout))
+    return FusionRegressor(body, feats, head=(1024, 512), head_dropouts=(dropout, dropout),
+                           upsample=upsample)
 
 
 @register("resnet18", "ResNet18 (fast on CPUs); sex MLP; head 256-1")
-def resnet18(dropout: float = 0.2) -> nn.Module:
+def resnet18(dropout: float = 0.2, upsample: float = 1.0) -> nn.Module:
     body, feats = _resnet_features((2, 2, 2, 2), cbam=False)
-    return FusionRegressor(body, feats, head=(256,), head_dropouts=(dropout,))
+    return FusionRegressor(body, feats, head=(256,), head_dropouts=(dropout,), upsample=upsample)
 
 
 @register("resnet18_cbam", "ResNet18 with CBAM in every block; sex MLP; head 256-1")
-def resnet18_cbam(dropout: float = 0.2) -> nn.Module:
+def resnet18_cbam(dropout: float = 0.2, upsample: float = 1.0) -> nn.Module:
     body, feats = _resnet_features((2, 2, 2, 2), cbam=True)
-    return FusionRegressor(body, feats, head=(256,), head_dropouts=(dropout,))
+    return FusionRegressor(body, feats, head=(256,), head_dropouts=(dropout,), upsample=upsample)

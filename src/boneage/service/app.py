@@ -159,7 +159,11 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
             raise HTTPError(400, f"sex: {str(e).removeprefix('upload: ')}") from None
         prepared = model.prepare(film)  # once, for the estimate, the heatmap and the preview
         result = model.predict_films([film], [male], [age], [prepared])[0]
-        heat = model.heatmap(film, male, prepared[0]) if heatmap else None
+        heat = None
+        if heatmap and model.explains:
+            heat = model.heatmap(film, male, prepared[0])
+        elif heatmap:
+            result.warnings.append("no heatmap: it needs the PyTorch backend")
         return result, film, prepared[0], heat
 
     def as_json(out) -> dict[str, Any]:

@@ -25,8 +25,9 @@ METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_mae", "train_rmse", "tra
 class RunRecorder(L.Callback):
     """Per epoch: metrics row, plots, last and best checkpoints, resumable state."""
 
-    def __init__(self, out: Path, card_base: dict[str, Any]) -> None:
+    def __init__(self, out: Path, card_base: dict[str, Any], log_epochs: bool = False) -> None:
         self.out = out
+        self.log_epochs = log_epochs  # one line per epoch, for logs where no progress bar runs
         self.card_base = card_base
         self.rows: list[dict[str, Any]] = []
         self.best = float("inf")
@@ -76,6 +77,11 @@ class RunRecorder(L.Callback):
     def _record(self, row: dict[str, Any], model) -> None:
         """Rank 0: the metrics row, plots, last and best weights with their cards."""
         self.rows.append(row)
+        if self.log_epochs:
+            fmt = {k: f"{row[k]:.2f}" if row[k] is not None else "-"
+                   for k in ("train_mae", "val_mae")}
+            print(f"{self.out.name}: epoch {row['epoch']}  train MAE {fmt['train_mae']}  "
+                  f"val MAE {fmt['val_mae']}  ({row['seconds']:.1f} s)", flush=True)
         atomic_write_csv(self.out / "metrics.csv", METRIC_COLUMNS,
                          [[r[c] if r[c] is not None else "" for c in METRIC_COLUMNS]
                           for r in self.rows])

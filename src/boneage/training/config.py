@@ -44,6 +44,7 @@ class TrainConfig:
     warmup_fraction: float = 0.2
     huber_delta: float = 15.0
     early_stopping_patience: int = 10
+    max_minutes: float = 0.0  # wall-clock budget for this run (0: none); stops after an epoch
     target_norm: bool = True  # regress z-scored age (train mean/sd), reported in months
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # data split (when no validation CSV or split file is given)
@@ -108,6 +109,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.lr > 0, "lr must be positive"),
         (0 <= cfg.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
         (cfg.huber_delta > 0, "huber_delta must be positive"),
+        (cfg.max_minutes >= 0, "max_minutes must be 0 (no limit) or positive"),
         (cfg.pipeline in ("seed", "squash"), "pipeline must be 'seed' or 'squash'"),
         (cfg.precision in ("auto", "32-true", "bf16-mixed", "16-mixed"),
          "precision must be auto, 32-true, bf16-mixed or 16-mixed"),

@@ -205,11 +205,12 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
         "training": {"config": cfg.to_dict(), "precision": precision,
                      "device": device_description(cfg.accelerator)},
     }
-    recorder = RunRecorder(out, card_base)
+    recorder = RunRecorder(out, card_base, log_epochs=not progress)
     early = L.pytorch.callbacks.EarlyStopping("val_mae", patience=cfg.early_stopping_patience,
                                               mode="min")
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator,
+        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         devices=cfg.devices if cfg.devices == "auto" else int(cfg.devices),
         num_nodes=cfg.num_nodes, precision=precision, callbacks=[recorder, early],
         logger=False, enable_checkpointing=False, enable_progress_bar=progress,

@@ -1,0 +1,192 @@
+"""Train the default-model candidates (configs/candidates/*.yaml) side by side on one machine,
+typically a lent GPU, and bring their run folders back; the choice between them is made on
+validation MAE (never on the held-out films).
+
+    # here: copy the prepared 100 px cache and the split into .devdata/ (git-ignored)
+    python benchmarks/default_candidates.py pack --cache runs/default/cache \\
+        --split runs/default/split.csv
+    # there (one process per candidate, in parallel, each bounded by --max-minutes):
+    python benchmarks/default_candidates.py train --out /tmp/cand --pack $OUT
+    # here: reassemble the parts, point each run at the local cache and full split
+    python benchmarks/default_candidates.py unpack --parts DIR --dest runs/candidates \\
+        --cache runs/default/cache --split runs/default/split.csv
+
+Only the training and validation films travel (the held-out films stay here). Weights come back
+in float16 (half the bytes; the shipped model is stored that way too) as one tar split in
+15 MiB parts, the most a lent machine returns per file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PART = 15 * 2**20
+
+
+def pack(a: argparse.Namespace) -> None:
+    cache, dest = Path(a.cache), Path(a.dest)
+    split = dict(csv.reader(Path(a.split).read_text().splitlines()[1:]))
+    keep = {i for i, s in split.items() if s in ("train", "val")}
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "cache" / "images").mkdir(parents=True)
+    for name in ("pipeline.json",):
+        shutil.copy2(cache / name, dest / "cache" / name)
+    with open(cache / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows = [r for r in rows if r["id"] in keep]
+    with open(dest / "cache" / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        shutil.copy2(cache / r["image"], dest / "cache" / r["image"])
+    with open(dest / "split.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "split"])
+        w.writerows([i, s] for i, s in split.items() if i in keep)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"{len(rows)} films, {size / 1e6:.1f} MB in {dest}")
+
+
+def _half(weights: Path) -> None:
+    """Rewrite a checkpoint with float16 tensors (integers untouched), keeping its metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, str(weights), metadata=meta)
+
+
+def train(a: argparse.Namespace) -> None:
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    configs = sorted(p for p in Path(a.configs).glob("*.yaml")
+                     if not a.only or p.stem in a.only)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}"
+           f"{os.environ.get('PYTHONPATH', '')}"}
+    procs = {}
+    t0 = time.time()
+    for cfg in configs:
+        cmd = [sys.executable, "-m", "boneage.cli", "train", "--data", a.data, "--split",
+               a.split, "--config", str(cfg), "--out", str(out / cfg.stem), "--no-progress",
+               "--max-minutes", str(a.max_minutes)]
+        log = open(out / f"{cfg.stem}.log", "w")  # noqa: SIM115 (closed when the run ends)
+        procs[cfg.stem] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
+                           log)
+        print("started", cfg.stem, flush=True)
+    summary = {}
+    for name, (p, log) in procs.items():
+        rc = p.wait()
+        log.close()
+        run = out / name
+        best = json.loads((run / "best.json").read_text()) if (run / "best.json").is_file() \
+            else None
+        summary[name] = {"rc": rc, "val": best["metrics"] if best else None,
+                         "epochs_run": best["training"]["epochs_run"] if best else None,
+                         "seconds": best["training"]["seconds"] if best else None,
+                         "device": best["training"]["device"] if best else None}
+        print(name, json.dumps(summary[name]), flush=True)
+        print("".join((out / f"{name}.log").read_text().splitlines(True)[-4:]), flush=True)
+    summary["wall_seconds"] = round(time.time() - t0, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if a.pack:
+        dest = Path(a.pack)
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / "summary.json", dest / "summary.json")
+        tar_path = out.parent / (out.name + ".tar")
+        # best first; a candidate's weights travel only while the parts stay under ~60 MiB
+        order = sorted(procs, key=lambda n: (summary[n]["val"] or {}).get("val", {}).get(
+            "mae", float("inf")))
+        budget = 60 * 2**20
+        with tarfile.open(tar_path, "w") as tar:
+            for name in order:
+                run = out / name
+                for f in sorted(run.glob("*")):
+                    if not f.is_file() or f.name.startswith("last."):
+                        continue
+                    if f.name == "best.safetensors":
+                        _half(f)
+                        if f.stat().st_size > budget:
+                            print(f"{name}: weights left behind (size limit)", flush=True)
+                            continue
+                        budget -= f.stat().st_size
+                    tar.add(f, arcname=f"{name}/{f.name}")
+                tar.add(out / f"{name}.log", arcname=f"{name}/train.log")
+        data = tar_path.read_bytes()
+        for i in range(0, len(data), PART):
+            (dest / f"runs.tar.{i // PART:02d}").write_bytes(data[i:i + PART])
+        print(f"packed {len(data) / 1e6:.1f} MB into {dest}", flush=True)
+
+
+def unpack(a: argparse.Namespace) -> None:
+    parts = sorted(Path(a.parts).glob("runs.tar.*"))
+    dest = Path(a.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tar_path = dest / "runs.tar"
+    tar_path.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(dest, filter="data")
+    tar_path.unlink()
+    for run in sorted(p for p in dest.iterdir() if (p / "config.yaml").is_file()):
+        shutil.copy2(a.split, run / "split.csv")  # the full split: held-out rows included
+        with open(run / "provenance.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        rows[0]["cache"] = rows[0]["source"] = str(Path(a.cache).resolve())
+        with open(run / "provenance.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        card = json.loads((run / "best.json").read_text())  # describe the full split
+        split = dict(csv.reader(Path(a.split).read_text().splitlines()[1:]))
+        card["data"].update(
+            source=rows[0]["source"],
+            split_counts={s: sum(v == s for v in split.values()) for s in ("train", "val", "test")},
+            split_sha256=hashlib.sha256((run / "split.csv").read_bytes()).hexdigest())
+        (run / "best.json").write_text(json.dumps(card, indent=2) + "\n")
+        print("unpacked", run)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("--cache", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--dest", default=str(ROOT / ".devdata"))
+    p.set_defaults(func=pack)
+    p = sub.add_parser("train")
+    p.add_argument("--data", default=str(ROOT / ".devdata/cache"))
+    p.add_argument("--split", default=str(ROOT / ".devdata/split.csv"))
+    p.add_argument("--configs", default=str(ROOT / "configs/candidates"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-minutes", type=float, default=6.0)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="these candidates only")
+    p.add_argument("--pack", help="folder for the summary and the tar parts")
+    p.set_defaults(func=train)
+    p = sub.add_parser("unpack")
+    p.add_argument("--parts", required=True)
+    p.add_argument("--dest", required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--split", required=True)
+    p.set_defaults(func=unpack)
+    a = ap.parse_args()
+    a.func(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The bundled default model as a user gets it: installed, described, the same on both
+backends, and sensible on the shipped example film (accuracy on real films is measured by
+benchmarks/default_model.py; the check on real films here is deliberately loose)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from boneage import load_model  # noqa: E402
+from boneage.cli import main  # noqa: E402
+from boneage.data.synthetic import phantom_hand  # noqa: E402
+from boneage.models.checkpoint import BUNDLED, read_card  # noqa: E402
+from tests.conftest import RAW, ROOT, need  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "phantom-hand.png"
+
+
+def test_shipped_files_card_and_size():
+    files = {p.name for p in BUNDLED.iterdir()}
+    assert {"default.safetensors", "default.json", "default.onnx"} <= files
+    total = sum(p.stat().st_size for p in BUNDLED.iterdir())
+    assert total < 30e6, total  # one set of float16 weights serves both backends
+    card = read_card(BUNDLED / "default.safetensors")
+    assert card["name"] == "default" and "Halabi" in card["terms"]
+    assert card["weights_dtype"] == "float16" and card["onnx"]["weights"] == "default.safetensors"
+    held = card["heldout_metrics"]
+    assert held["n"] >= 1000 and held["mae"] < 12 and held["interval"]["coverage"] > 0.85
+    assert card["pipeline"]["steps"][1]["name"] == "squash"  # the 100 px films' own transform
+    cal = card["calibration"]
+    assert cal["n"] >= 1000 and "single" in cal and len(card["embedding"]["mean"]) == 512
+
+
+def test_example_film_is_the_drawing():
+    shipped = cv2.imread(str(EXAMPLE), cv2.IMREAD_UNCHANGED)
+    assert shipped.shape == (1000, 800)
+    assert np.abs(shipped.astype(int) - phantom_hand()).mean() < 0.5
+
+
+def test_readme_first_command_on_both_backends(capsys):
+    rows = {}
+    for backend in ("torch", "onnx"):
+        assert main(["predict", str(EXAMPLE), "--sex", "F", "--chronological-age", "96",
+                     "--backend", backend, "--format", "json"]) == 0
+        rows[backend] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    r = rows["torch"]
+    assert 0 < r["bone_age_months"] < 228
+    assert r["interval_low_months"] < r["bone_age_months"] < r["interval_high_months"]
+    assert r["sds"] is not None and r["category"] in ("delayed", "normal", "advanced")
+    assert not any("hand" in w for w in r["warnings"])
+    assert abs(rows["onnx"]["bone_age_months"] - r["bone_age_months"]) <= 0.05
+
+
+def test_a_chest_like_picture_is_not_a_hand():
+    img = np.full((900, 700), 20, np.uint8)
+    cv2.ellipse(img, (350, 450), (280, 360), 0, 0, 360, 150, -1)
+    r = load_model("default").predict(cv2.GaussianBlur(img, (0, 0), 3), sex="M")
+    assert any("does not look like a hand" in w for w in r.warnings)
+
+
+@pytest.mark.data
+def test_full_resolution_films_are_estimated_sensibly():
+    import csv
+
+    folder = need(RAW / "rsna-fullres")
+    with open(folder / "labels.csv") as f:
+        labels = {r["id"]: r for r in csv.DictReader(f)}
+    model = load_model("default")
+    errors, flagged = [], 0
+    for rid, row in labels.items():
+        r = model.predict(folder / f"{rid}.png", sex="M" if row["male"] == "True" else "F")
+        errors.append(abs(r.bone_age_months - float(row["boneage"])))
+        assert r.interval_low_months <= r.bone_age_months <= r.interval_high_months
+        flagged += any("not look like a hand" in w for w in r.warnings)
+    assert np.mean(errors) < 20, errors  # held-out MAE is ~9; 7 films vary a lot
+    assert flagged <= 1  # benchmarks/not_a_hand.py: 1 of the 25 raw samples is a false alarm
+
+
+def test_readme_python_example_runs(monkeypatch, capsys):
+    text = (ROOT / "README.md").read_text()
+    block = text.split("From Python, the same numbers as the CLI:")[1]
+    code = block.split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(ROOT)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    r, results = scope["r"], scope["results"]
+    assert r.sex == "F" and r.interval_low_months < r.bone_age_months < r.interval_high_months
+    assert [x.sex for x in results] == ["M", "F"]
+    assert results[1].bone_age_months == r.bone_age_months
