@@ -64,7 +64,12 @@ def main() -> None:
 
     split = load_split(ROOT / "benchmarks/results/default_split.csv")
     thumbs = data / "rsna-bone-age-100px/boneage-training-dataset"
-    held = [read_film(thumbs / f"{i}.png") for i, s in split.items() if s == "test"]
+    held_ids = [i for i, s in split.items() if s == "test"]
+    held = [read_film(thumbs / f"{i}.png") for i in held_ids]
+    import csv
+
+    with open(data / "rsna-bone-age-100px/boneage-training-dataset.csv") as f:
+        ages = {r["id"]: float(r["boneage"]) for r in csv.DictReader(f)}
     raw = [read_film(p) for d in sorted((data / "raw-samples").iterdir()) if d.is_dir()
            for p in list_images(d)]
     others = {k: read_film(v, k) for k, v in drawn_others().items()}
@@ -80,7 +85,9 @@ def main() -> None:
     f_other = dict(zip(others, flagged(list(others.values())), strict=True))
     result = {
         "model": a.model,
-        "heldout_100px": {"n": len(held), "false_alarms": int(sum(f_held))},
+        "heldout_100px": {"n": len(held), "false_alarms": int(sum(f_held)),
+                          "flagged_bone_ages": sorted(ages[i] for i, x in
+                                                      zip(held_ids, f_held, strict=True) if x)},
         "raw_samples": {"n": len(raw), "false_alarms": int(sum(f_raw)),
                         "flagged": [f.name for f, x in zip(raw, f_raw, strict=True) if x]},
         "not_hands": {"n": len(others), "detected": int(sum(f_other.values())),
