@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -25,6 +22,8 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from boneage.service.local import local_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,20 +58,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     a = ap.parse_args()
     film = (Path(a.data) / "raw-samples/rsna-fullres/1418.png").read_bytes()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "boneage.cli", "serve", "--model", a.model,
-                             "--port", str(port), "--workers", "2", "--queue", "8"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.25)
+    with local_server("--model", a.model, "--workers", "2", "--queue", "8",
+                      timeout_s=120) as (url, proc):
         body, ctype = multipart({"sex": "F", "chronological_age_months": "130"}, film)
         statuses: Counter[int] = Counter()
         latencies: list[float] = []
@@ -119,9 +106,6 @@ def main() -> None:
         stop.set()
         mon.join()
         mem["end"] = rss_mb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(10)
     res = {
         "requests": a.requests, "clients": a.clients, "statuses": dict(statuses),
         "p50_s": round(statistics.median(latencies), 3) if latencies else None,

@@ -10,9 +10,10 @@ __version__ = "0.1.0"
 __all__ = ["BoneAgeError", "__version__", "load_model"]
 
 
-def load_model(spec: str = "default", backend: str | None = None, tta: bool = True):
+def load_model(spec: str = "default", backend: str | None = None, tta: bool = True,
+               explain: bool = True):
     """Load a model for prediction (see boneage.inference.api); imported lazily so that
     `import boneage` stays light."""
     from boneage.inference.api import load_model as _load
 
-    return _load(spec, backend, tta)
+    return _load(spec, backend, tta, explain)

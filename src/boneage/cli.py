@@ -297,17 +297,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from boneage.inference.batch import predict_paths
     from boneage.preprocess.prepare import cpu_count
 
-    backend = a.backend
-    if backend is None and not (a.heatmap or a.report):
-        # the same numbers, a quarter of the start-up: importing torch and MONAI takes ~2.5 s
-        import importlib.util
-
-        from boneage.models.checkpoint import BUNDLED
-
-        if (importlib.util.find_spec("onnxruntime") is not None
-                and (BUNDLED / f"{a.model}.onnx").is_file()):
-            backend = "onnx"
-    model = load_model(a.model, backend, tta=not a.no_tta)
+    model = load_model(a.model, a.backend, tta=not a.no_tta,
+                       explain=bool(a.heatmap or a.report))
     if a.heatmap and not model.explains:
         raise BoneAgeError("--heatmap needs the PyTorch backend (Grad-CAM differentiates the "
                            "network): pip install 'boneage[train]' and --backend torch")

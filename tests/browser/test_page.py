@@ -7,11 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,33 +19,21 @@ ARTIFACTS = Path(os.environ.get("BONEAGE_ARTIFACTS", ROOT / "test-artifacts"))  
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server():
     pytest.importorskip("playwright")
     pytest.importorskip("torch")
-    port = free_port()
-    # the bundled default model, as a fresh install serves it
-    proc = subprocess.Popen([sys.executable, "-m", "boneage.cli", "serve", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.25)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start: " + proc.stdout.read().decode()[-2000:])
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    from contextlib import ExitStack
+
+    from boneage.errors import BoneAgeError
+    from boneage.service.local import local_server
+
+    with ExitStack() as stack:
+        try:  # the bundled default model, as a fresh install serves it
+            url, _ = stack.enter_context(local_server())
+        except BoneAgeError as e:
+            pytest.fail(str(e))
+        yield url
 
 
 def test_upload_a_real_film_and_read_the_result(server):

@@ -195,28 +195,31 @@ class BoneAgeModel:
         return overlay(img, gradcam(model, x, resolve_sex(sex, film)))
 
 
-def load_model(spec: str | Path = "default", backend: str | None = None, tta: bool = True
-               ) -> BoneAgeModel:
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+def load_model(spec: str | Path = "default", backend: str | None = None, tta: bool = True,
+               explain: bool = True) -> BoneAgeModel:
     """An installed name ("default"), a run folder, a .safetensors checkpoint or an .onnx.
 
-    backend None: PyTorch when it is installed, else ONNX Runtime (the bundled model ships
-    an ONNX graph that reads the same weights, so a clinic needs neither torch nor a GPU)."""
+    backend None: for an installed model that ships an ONNX graph (the bundled one; it reads
+    the same weights), ONNX Runtime when `explain` is False (no heatmaps wanted: the same
+    numbers, without the ~2 s import of torch and MONAI) or when torch is missing; else
+    PyTorch. A .onnx file always runs on ONNX Runtime."""
     path = Path(spec)
+    installed = "/" not in str(spec) and path.suffix != ".onnx"
     twin = BUNDLED / f"{spec}.onnx"  # an installed model's ONNX graph (same weights file)
+    has_twin = installed and twin.is_file()
     if backend is None:
-        if path.suffix == ".onnx":
-            backend = "onnx"
-        else:  # torch when installed (heatmaps need it), else ONNX Runtime for what ships both
-            import importlib.util
-
-            has_torch = importlib.util.find_spec("torch") is not None
-            backend = "torch" if has_torch or "/" in str(spec) or not twin.is_file() else "onnx"
-    if backend == "onnx" and path.suffix != ".onnx" and "/" not in str(spec) and twin.is_file():
+        fast = has_twin and (not _installed("torch")
+                             or (not explain and _installed("onnxruntime")))
+        backend = "onnx" if path.suffix == ".onnx" or fast else "torch"
+    if backend == "onnx" and has_twin:
         spec = twin
-    if backend == "torch":
-        import importlib.util
-
-        if importlib.util.find_spec("torch") is None:
-            raise BoneAgeError("this model needs PyTorch (pip install 'boneage[train]'), or "
-                               "use an ONNX model with --backend onnx")
+    if backend == "torch" and not _installed("torch"):
+        raise BoneAgeError("this model needs PyTorch (pip install 'boneage[train]'), or "
+                           "use an ONNX model with --backend onnx")
     return BoneAgeModel(Predictor.load(spec, backend), tta=tta)

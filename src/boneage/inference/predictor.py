@@ -51,7 +51,7 @@ class Predictor:
             out[i : i + len(y)] = y * norm["std"] + norm["mean"]
             if f is not None:
                 feats.append(f)
-        return out, np.concatenate(feats) if feats and len(feats[0]) else None
+        return out, np.concatenate(feats) if feats else None
 
     def predict_arrays(self, images: np.ndarray, male: np.ndarray, batch_size: int = 32
                        ) -> np.ndarray:
