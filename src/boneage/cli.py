@@ -136,7 +136,7 @@ _TRAIN_OVERRIDES = ("arch", "epochs", "batch_size", "image_size", "lr", "weight_
                     "warmup_fraction", "huber_delta", "early_stopping_patience", "max_minutes",
                     "val_fraction",
                     "test_fraction", "seed", "precision", "accelerator", "devices", "num_nodes",
-                    "workers", "pipeline")
+                    "workers", "pipeline", "init")
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -186,8 +186,11 @@ def _parser_train(sub) -> None:
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--image-size", type=_positive_int)
-    p.add_argument("--pipeline", choices=("seed", "squash"),
-                   help="seed: crop+CLAHE+letterbox; squash: the 100 px data's transform")
+    p.add_argument("--pipeline", choices=("seed", "squash", "hand"),
+                   help="seed: crop+CLAHE+letterbox; squash: the 100 px data's transform; "
+                   "hand: squash, then the hand's box stretched to the square")
+    p.add_argument("--init", metavar="MODEL", help="start from this model's weights "
+                   "(fine-tuning): a name such as default, a run folder or a checkpoint")
     p.add_argument("--no-crop", action="store_true")
     p.add_argument("--no-clahe", action="store_true")
     p.add_argument("--lr", type=float)
@@ -253,7 +256,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from boneage.evaluation.evaluate import calibrate_model
 
     cal = calibrate_model(a.model, a.images, a.labels, a.subset, a.coverage, a.skip_invalid,
-                          a.workers or 0)
+                          a.workers or 0, correct=a.correct)
     print(f"calibrated on {cal['n']} films: q={cal['q']:.3f}, coverage "
           f"{cal['calibration_coverage']:.1%} (nominal {cal['coverage']:.0%}), mean width "
           f"{cal['calibration_mean_width']:.1f} months; stored in the model card")
@@ -268,6 +271,9 @@ def _parser_calibrate(sub) -> None:
     p.add_argument("--subset", choices=("train", "val", "test"),
                    help="only the films in this part of the model's run split (use val)")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal coverage (0.9)")
+    p.add_argument("--correct", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit a straight line per sex that undoes the pull of estimates towards "
+                   "the mean (default on)")
     p.add_argument("--workers", type=_positive_int, help="preprocessing processes")
     p.set_defaults(func=cmd_calibrate)
 

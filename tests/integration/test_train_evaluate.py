@@ -182,3 +182,22 @@ def test_given_validation_csv_is_the_validation_split(small_set, tmp_path):
     assert sorted(i for i, s in split.items() if s == "val") == \
         sorted(r.split(",")[0] for r in rows[-30:])
     assert sum(s == "train" for s in split.values()) == len(rows) - 30
+
+
+def test_init_starts_from_another_models_weights(small_set, tmp_path):
+    from safetensors.numpy import load_file
+
+    images, labels = small_set
+    data = {"images": str(images), "labels": str(labels), "progress": False}
+    train(tmp_path / "a", _cfg(epochs=1), **data)
+    # a refused init (another architecture) leaves nothing behind
+    with pytest.raises(BoneAgeError, match="init: .* this run trains densenet121"):
+        train(tmp_path / "b", _cfg(arch="densenet121", init=str(tmp_path / "a")), **data)
+    assert not (tmp_path / "b" / "config.yaml").exists()
+    train(tmp_path / "b", _cfg(epochs=1, lr=1e-12, init=str(tmp_path / "a")), **data)
+    a = load_file(str(tmp_path / "a" / "best.safetensors"))
+    b = load_file(str(tmp_path / "b" / "best.safetensors"))
+    conv = [k for k in a if k.endswith("conv1.weight")]
+    assert conv and all(abs(a[k] - b[k]).max() < 1e-6 for k in conv)  # carried over
+    assert json.loads((tmp_path / "b" / "best.json").read_text())["training"]["config"][
+        "init"] == str(tmp_path / "a")

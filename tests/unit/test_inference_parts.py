@@ -103,3 +103,16 @@ def test_onnx_sharing_the_float16_weights(tmp_path):
     elsewhere.mkdir()
     assert main(["export", "--model", str(weights), "--out", str(elsewhere / "m.onnx"),
                  "--share-weights"]) == 2
+
+
+def test_card_correction_applies_on_every_backend_path(checkpoint):
+    card = json.loads(checkpoint.with_suffix(".json").read_text())
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 64, 64), dtype=np.uint8)
+    male = np.array([1, 0, 1, 0], bool)
+    plain = Predictor.load(checkpoint).predict_arrays(images, male)
+    card["output_correction"] = {"male": [10.0, 2.0], "female": [-5.0, 0.5]}
+    checkpoint.with_suffix(".json").write_text(json.dumps(card))
+    fixed = Predictor.load(checkpoint).predict_arrays(images, male)
+    want = np.where(male, 10 + 2 * plain, -5 + 0.5 * plain)
+    assert np.allclose(fixed, want, atol=1e-3)

@@ -147,3 +147,26 @@ def test_16_bit_film_through_seed_pipeline():
     out = seed_pipeline(64)(film, meta)
     assert out.shape == (64, 64) and out.dtype == np.float32
     assert contains(meta["crop_box"], hand)
+
+
+def test_hand_pipeline_frames_the_hand_alike_whatever_the_film_around_it():
+    from boneage.preprocess.steps import hand_pipeline, preset_pipeline
+
+    film, hand = synthetic_film(height=1100, width=850, seed=1, border=60)
+    pipe = hand_pipeline(64)
+    whole = pipe(film, {})
+    x0, y0, x1, y1 = hand
+    tight = pipe(film[max(0, y0 - 30):y1 + 30, max(0, x0 - 30):x1 + 30], {})
+    grey = int(np.median(film[0]))
+    loose = pipe(cv2.copyMakeBorder(film, 400, 400, 300, 300, cv2.BORDER_CONSTANT, value=grey),
+                 {})
+    squash = thumbnail_pipeline(64)
+    # the same hand fills the square: framings differ far less than under the plain squash
+    d_hand = np.abs(whole - tight).mean() + np.abs(whole - loose).mean()
+    d_squash = np.abs(squash(film, {}) - squash(
+        film[max(0, y0 - 30):y1 + 30, max(0, x0 - 30):x1 + 30], {})).mean()
+    assert whole.shape == (64, 64) and d_hand / 2 < 0.5 * d_squash
+    assert preset_pipeline("hand", 64) == pipe
+    assert Pipeline.from_json(pipe.to_json()) == pipe
+    with pytest.raises(BoneAgeError, match="unknown pipeline preset"):
+        preset_pipeline("fancy", 64)

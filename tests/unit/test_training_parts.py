@@ -102,3 +102,19 @@ def test_precision_auto_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
     assert hardware.pick_precision("auto", "cpu") == "bf16-mixed"
     assert hardware.pick_precision("32-true", "auto") == "32-true"  # an explicit choice wins
+
+
+def test_aspect_jitter_stretches_width_and_height_apart():
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 64, 64)
+    x[:, :, 16:48, 16:48] = 1.0  # a square
+    cfg = AugmentConfig(True, rotation=0, scale=0, translate=0, brightness=0, contrast=0,
+                        gamma=0, aspect=0.3)
+    y = augment_batch(x, cfg)
+    w = (y[:, 0, 32, :] > 0.5).sum(1).float()
+    h = (y[:, 0, :, 32] > 0.5).sum(1).float()
+    ratio = w / h
+    assert ratio.min() < 0.85 and ratio.max() > 1.15  # stretched both ways
+    assert torch.allclose(w * h, torch.full_like(w, 32 * 32), rtol=0.15)  # area kept
+    with pytest.raises(BoneAgeError, match="aspect"):
+        load_config(None, {"augment": {"aspect": 1.5}})

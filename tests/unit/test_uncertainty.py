@@ -81,3 +81,24 @@ def test_novelty_separates_other_pictures_from_the_reference():
     assert quality_warnings({"finger_gaps": 1}, 100.0, ref["p90"] * 1.05, ref) != []
     assert quality_warnings({"finger_gaps": 4}, 100.0, ref["p90"] * 1.05, ref) == []
     assert quality_warnings({"finger_gaps": 0}, 100.0) != []  # no reference: shape alone
+
+
+def test_correction_undoes_a_pull_towards_the_mean():
+    from boneage.inference.correction import apply_correction, fit_correction
+
+    rng = np.random.default_rng(1)
+    y = rng.uniform(10, 220, 600)
+    male = rng.random(600) < 0.5
+    # estimates pulled towards 120 months, more for girls, plus noise
+    pull = np.where(male, 0.8, 0.7)
+    pred = 120 + pull * (y - 120) + rng.normal(0, 5, 600)
+    corr = fit_correction(y, pred, male)
+    assert corr["male"][1] == pytest.approx(1 / 0.8, rel=0.05)
+    assert corr["female"][1] == pytest.approx(1 / 0.7, rel=0.05)
+    fixed = apply_correction(pred, male, corr)
+    young = y < 60
+    assert abs(np.mean(fixed[young] - y[young])) < 2 < np.mean(pred[young] - y[young])
+    assert np.array_equal(apply_correction(pred, male, None), pred.astype(np.float32))
+    # too few films of one sex: that sex is left as it is
+    few = fit_correction(y[:30], pred[:30], np.ones(30, bool))
+    assert few["female"] == [0.0, 1.0]

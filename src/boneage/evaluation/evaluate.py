@@ -94,22 +94,32 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
 
 def calibrate_model(model: str, images: str | None, labels: str, subset: str | None = None,
                     coverage: float = 0.9, skip_invalid: bool = False, workers: int = 0,
-                    progress: bool = True) -> dict[str, Any]:
-    """Fit the 90% intervals (with and without TTA, split-conformal) and the feature reference
-    of the "not a hand" check on labelled films; store them in the model card."""
+                    progress: bool = True, correct: bool = True) -> dict[str, Any]:
+    """Fit the regression-to-the-mean correction (unless `correct` is False), the 90% intervals
+    (with and without TTA, split-conformal) and the feature reference of the "not a hand"
+    check on labelled films; store them in the model card."""
     from boneage.fileio import atomic_write_json as write
+    from boneage.inference.correction import apply_correction, fit_correction
     from boneage.inference.uncertainty import calibrate
     from boneage.models.checkpoint import card_path
 
     if not 0.5 <= coverage < 1:
         raise BoneAgeError("coverage must be in [0.5, 1)")
     predictor, _, table = load_labelled(model, images, labels, subset, skip_invalid)
-    _, y, _, est, errors = predict_table(predictor, table, True, workers, progress)
+    predictor.card.pop("output_correction", None)  # fitted on the network's own estimates
+    _, y, male, est, errors = predict_table(predictor, table, True, workers, progress)
     if len(y) < 10:
         raise BoneAgeError("calibration needs at least 10 labelled films")
+    card = dict(predictor.card)
+    if correct:
+        corr = fit_correction(y, est.mean, male)
+        card["output_correction"] = corr
+        slope = np.where(male, corr["male"][1], corr["female"][1])
+        est.mean, est.single = (apply_correction(v, male, corr) for v in (est.mean, est.single))
+        est.spread = est.spread * np.abs(slope)
     cal = calibrate(y, est.mean, est.spread, est.single, coverage)
     cal.update(labels=str(labels), subset=subset, failed=len(errors))
-    card = {**predictor.card, "calibration": cal}
+    card["calibration"] = cal
     if est.features is not None:
         from boneage.inference.quality import embedding_reference
 

@@ -51,6 +51,9 @@ class Predictor:
             out[i : i + len(y)] = y * norm["std"] + norm["mean"]
             if f is not None:
                 feats.append(f)
+        from boneage.inference.correction import apply_correction
+
+        out = apply_correction(out, male, self.card.get("output_correction"))
         return out, np.concatenate(feats) if feats else None
 
     def predict_arrays(self, images: np.ndarray, male: np.ndarray, batch_size: int = 32

@@ -262,3 +262,29 @@ def seed_pipeline(size: int = 256, crop: bool = True, clahe: bool = True,
 def thumbnail_pipeline(size: int = 100) -> Pipeline:
     """How the shared RSNA 100 px data were made: whole film, nearest-neighbour squash."""
     return Pipeline((ToUint8(), Squash(size, "nearest"), Scale()))
+
+
+def hand_pipeline(size: int = 100, margin: float = 0.08) -> Pipeline:
+    """Framing-independent input: the hand found on the film and its box stretched to the
+    square. A whole film, the same film cropped to the hand, a small hand on a large cassette or
+    a padded film all become "the hand filling the square"; training adds aspect, zoom and
+    rotation jitter for what localisation leaves. Bilinear resizing enlarges a hand found on a
+    100 px thumbnail smoothly and shrinks a full-resolution one with the same sparse sampling
+    (aliasing) that made the thumbnails, so both look alike to a thumbnail-trained model."""
+    return Pipeline((ToUint8(), CropHand(margin), Squash(size, "linear"), Scale()))
+
+
+PRESETS = {"seed": "hand crop, CLAHE, aspect-preserving letterbox (the seed recipe)",
+           "squash": "whole film squashed to a square, nearest neighbour (the 100 px data)",
+           "hand": "the hand's box stretched to the square (framing-independent)"}
+
+
+def preset_pipeline(name: str, size: int, crop: bool = True, clahe: bool = True) -> Pipeline:
+    """The pipeline a preset name stands for (`train --pipeline`, `prepare --preset`)."""
+    if name == "squash":
+        return thumbnail_pipeline(size)
+    if name == "hand":
+        return hand_pipeline(size)
+    if name == "seed":
+        return seed_pipeline(size, crop=crop, clahe=clahe)
+    raise BoneAgeError(f"unknown pipeline preset {name!r} (known: {', '.join(PRESETS)})")

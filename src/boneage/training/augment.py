@@ -20,9 +20,14 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     b = x.shape[0]
     angle = _uniform(b, math.radians(cfg.rotation), x)
     scale = 1 + _uniform(b, cfg.scale, x)
+    # aspect jitter: width and height scaled apart (thumbnails were squashed from films of
+    # several shapes, so a hand's proportions on them vary)
+    stretch = torch.exp(_uniform(b, cfg.aspect, x))
+    sx, sy = scale * stretch, scale / stretch
     tx, ty = _uniform(b, 2 * cfg.translate, x), _uniform(b, 2 * cfg.translate, x)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos / sx, -sin / sy, tx], 1),
+                         torch.stack([sin / sx, cos / sy, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)

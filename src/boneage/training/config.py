@@ -25,6 +25,7 @@ class AugmentConfig:
     brightness: float = 0.10  # +/- added
     contrast: float = 0.15  # +/- fraction
     gamma: float = 0.20  # +/- fraction of the exponent
+    aspect: float = 0.0  # +/- fraction by which width and height are scaled apart
 
 
 @dataclass
@@ -32,7 +33,8 @@ class TrainConfig:
     arch: str = "densenet121"
     model: dict[str, Any] = field(default_factory=dict)  # architecture options (e.g. dropout)
     # preprocessing, used when films are prepared by `train` itself
-    pipeline: str = "seed"  # seed (crop, CLAHE, letterbox) | squash (the 100 px data's transform)
+    pipeline: str = "seed"  # seed (crop, CLAHE, letterbox) | squash (the 100 px data's
+    # transform) | hand (squash, then the hand's box stretched to the square)
     image_size: int = 256
     crop: bool = True
     clahe: bool = True
@@ -57,6 +59,7 @@ class TrainConfig:
     devices: str = "auto"
     num_nodes: int = 1
     workers: int = 0  # preprocessing processes (0: all cores)
+    init: str = ""  # start from this model's weights (a name, run folder or checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +101,7 @@ def _merge(cfg: Any, values: dict[str, Any], where: str) -> None:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     from boneage.models.registry import MODELS
+    from boneage.preprocess.steps import PRESETS
 
     if cfg.arch not in MODELS:
         known = ", ".join(sorted(MODELS))
@@ -110,7 +114,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (0 <= cfg.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
         (cfg.huber_delta > 0, "huber_delta must be positive"),
         (cfg.max_minutes >= 0, "max_minutes must be 0 (no limit) or positive"),
-        (cfg.pipeline in ("seed", "squash"), "pipeline must be 'seed' or 'squash'"),
+        (cfg.pipeline in PRESETS, f"pipeline must be one of {', '.join(PRESETS)}"),
+        (0 <= cfg.augment.aspect < 1, "augment.aspect must be in [0, 1)"),
         (cfg.precision in ("auto", "32-true", "bf16-mixed", "16-mixed"),
          "precision must be auto, 32-true, bf16-mixed or 16-mixed"),
     ]

@@ -23,14 +23,12 @@ from boneage.data.splits import load_split, save_split, stratified_split
 from boneage.errors import BoneAgeError
 from boneage.fileio import atomic_write_csv, ensure_writable_dir, read_csv_dicts
 from boneage.preprocess.prepare import Cache, cpu_count, load_cache, prepare, table_from_cache
-from boneage.preprocess.steps import Pipeline, seed_pipeline, thumbnail_pipeline
+from boneage.preprocess.steps import Pipeline, preset_pipeline
 from boneage.training.config import TrainConfig, load_config
 
 
 def pipeline_for(cfg: TrainConfig) -> Pipeline:
-    if cfg.pipeline == "squash":
-        return thumbnail_pipeline(cfg.image_size)
-    return seed_pipeline(cfg.image_size, crop=cfg.crop, clahe=cfg.clahe)
+    return preset_pipeline(cfg.pipeline, cfg.image_size, crop=cfg.crop, clahe=cfg.clahe)
 
 
 def _sha256(path: Path) -> str:
@@ -124,6 +122,8 @@ def train(
         source = prov["source"]
     else:
         cfg = cfg or TrainConfig()
+        if cfg.init:
+            _check_init(cfg)
         cache, table, split, source = _resolve_data(cfg, out, images, labels, data, cache_dir,
                                                     val_labels, val_images, skip_invalid)
         if split_file is not None:
@@ -174,6 +174,25 @@ def _wait_for_rank_zero(out: Path, timeout_s: float = 6 * 3600) -> None:
         time.sleep(2)
 
 
+def _check_init(cfg: TrainConfig) -> Path:
+    """The checkpoint `init` names, refused before any work unless it fits the architecture."""
+    from boneage.models.checkpoint import read_card, resolve_model_path
+
+    path = resolve_model_path(cfg.init)
+    card = read_card(path)
+    if card["arch"] != cfg.arch or card.get("model_kwargs", {}) != cfg.model:
+        raise BoneAgeError(f"init: {cfg.init} is {card['arch']} {card.get('model_kwargs', {})}, "
+                           f"this run trains {cfg.arch} {cfg.model}")
+    return path
+
+
+def _init_weights(cfg: TrainConfig):
+    """(model, card) to start from."""
+    from boneage.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(_check_init(cfg))
+
+
 def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: dict[str, str],
          resume: bool, progress: bool) -> dict[str, Any]:
     import warnings
@@ -191,8 +210,13 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     mean = float(np.mean(tr.months)) if cfg.target_norm else 0.0
     std = float(np.std(tr.months)) if cfg.target_norm else 1.0
+    init = _init_weights(cfg) if cfg.init else None
+    if init is not None and "target_norm" in init[1]:  # the network's output scale comes along
+        mean, std = init[1]["target_norm"]["mean"], init[1]["target_norm"]["std"]
     module = BoneAgeModule(cfg.arch, cfg.model, cfg.lr, cfg.weight_decay, cfg.warmup_fraction,
                            cfg.huber_delta, mean, max(std, 1e-6), asdict(cfg.augment))
+    if init is not None:
+        module.model.load_state_dict(init[0].state_dict())
     module = module.to(memory_format=torch.channels_last)
     precision = pick_precision(cfg.precision, cfg.accelerator)
     counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "val", "test")}
