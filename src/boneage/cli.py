@@ -310,7 +310,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
                            "network): pip install 'boneage[train]' and --backend torch")
     done, errors = predict_paths(model, a.paths, a.sex, a.labels, a.chronological_age,
                                  a.format, a.out, a.heatmap, a.workers or cpu_count(),
-                                 report_dir=a.report)
+                                 report_dir=a.report, skip_invalid=a.skip_invalid)
     if errors:
         print(f"{done} film(s) estimated, {len(errors)} failed", file=sys.stderr)
     return 1 if errors else 0
@@ -320,9 +320,13 @@ def _parser_predict(sub) -> None:
     p = sub.add_parser("predict", help="bone age for films (PNG, JPEG, DICOM) or folders")
     p.add_argument("paths", nargs="+", metavar="PATH", help="film files or folders")
     p.add_argument("--sex", help="M or F, for every film (else --labels or the DICOM header)")
-    p.add_argument("--labels", metavar="CSV", help="sex per film, any RSNA label format")
+    p.add_argument("--labels", metavar="CSV", help="sex per film (any RSNA label format) and, "
+                   "from a chronological_age_months column, each child's age")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="drop invalid rows of --labels instead of stopping")
     p.add_argument("--chronological-age", type=float, metavar="MONTHS",
-                   help="for the SDS and category (else the DICOM header, if any)")
+                   help="for the SDS and category, the same for every film: use it for one "
+                   "child (else per film from --labels or the DICOM header)")
     p.add_argument("--model", default="default", metavar="NAME_OR_PATH")
     p.add_argument("--backend", choices=("torch", "onnx"),
                    help="default: onnx for an installed model that ships an ONNX graph (unless "

@@ -1,6 +1,8 @@
-"""A real browser on the page: start `boneage serve` on a free loopback port, upload a real film
-in headless Chromium, and check the rendered bone age, interval and growth chart. Skipped where
-no Chromium (or Playwright, or the real films) is available."""
+"""A real browser on the page, asserting what a person sees: start `boneage serve` on a free
+loopback port, upload real films in headless Chromium, and check what is visible (no result card
+before there is a result, no broken image, the film at its own shape, the chart's legend), with
+and without an API key; screenshots go to test-artifacts/. Skipped where no Chromium (or
+Playwright, or the real films) is available."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
+import cv2
 import pytest
 
 from tests.conftest import RAW, ROOT, need
@@ -18,9 +21,11 @@ ARTIFACTS = Path(os.environ.get("BONEAGE_ARTIFACTS", ROOT / "test-artifacts"))  
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed")
 
+BROKEN_IMAGES = """() => Array.from(document.images).filter(
+    i => i.offsetParent !== null && (!i.complete || i.naturalWidth === 0)).length"""
 
-@pytest.fixture
-def server():
+
+def _serve(*args: str):
     pytest.importorskip("playwright")
     pytest.importorskip("torch")
     from contextlib import ExitStack
@@ -28,41 +33,124 @@ def server():
     from boneage.errors import BoneAgeError
     from boneage.service.local import local_server
 
-    with ExitStack() as stack:
-        try:  # the bundled default model, as a fresh install serves it
-            url, _ = stack.enter_context(local_server())
-        except BoneAgeError as e:
-            pytest.fail(str(e))
+    stack = ExitStack()
+    try:  # the bundled default model, as a fresh install serves it
+        url, _ = stack.enter_context(local_server(*args))
+    except BoneAgeError as e:
+        pytest.fail(str(e))
+    return stack, url
+
+
+@pytest.fixture
+def server():
+    stack, url = _serve()
+    with stack:
         yield url
 
 
-def test_upload_a_real_film_and_read_the_result(server):
+@pytest.fixture
+def keyed_server():
+    stack, url = _serve("--api-key", "s3cret-key")
+    with stack:
+        yield url
+
+
+@pytest.fixture
+def browser():
     from playwright.sync_api import sync_playwright
 
-    film = need(RAW / "rsna-fullres") / "1489.png"  # a boy, bone age 150 months
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1100, "height": 1000})
-        page.goto(server + "/")
-        # an error first: no film chosen
-        page.click("#estimate")
-        assert "Choose a film" in page.inner_text("#error")
-        page.set_input_files("#file", str(film))
-        page.check("input[name=sex][value=M]")
-        page.fill("#age", "150")
-        page.click("#estimate")
-        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
-        months = float(page.inner_text("#ba-months"))
-        assert 110 <= months <= 190  # the bundled model on a real film (held-out MAE ~9)
-        assert re.fullmatch(r"\d+–\d+ months", page.inner_text("#interval"))
-        assert page.inner_text("#category") in ("delayed", "normal", "advanced")
-        assert page.locator("#chart svg .band").count() == 1
-        assert page.locator("#patient-point").count() == 1
-        assert page.get_attribute("#film-img", "src").startswith("data:image/png")
-        shot = ARTIFACTS / "page.png"
-        page.screenshot(path=str(shot), full_page=True)
-        print(f"screenshot: {shot}")
-        browser.close()
+        yield b
+        b.close()
+
+
+def _aspect(path: Path) -> float:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    return img.shape[1] / img.shape[0]
+
+
+def test_upload_a_real_film_and_see_the_result(server, browser):
+    film = need(RAW / "rsna-fullres") / "1489.png"  # a boy, bone age 150 months
+    page = browser.new_page(viewport={"width": 1100, "height": 1000})
+    page.goto(server + "/")
+    # nothing of a result before there is one; Estimate waits for a film and a sex
+    assert not page.is_visible("#result") and not page.is_visible("#error")
+    assert page.is_disabled("#estimate")
+    assert page.inner_text("#hint") == "Choose a film and the child's sex."
+    page.screenshot(path=str(ARTIFACTS / "page-empty.png"), full_page=True)
+    page.set_input_files("#file", str(film))
+    page.wait_for_function("document.getElementById('hint').textContent.includes('sex')")
+    assert page.inner_text("#hint") == "Choose the child's sex."
+    assert page.is_disabled("input[name=sex][value='']")  # a PNG has no DICOM header
+    page.check("input[name=sex][value=M]")
+    assert page.is_enabled("#estimate")
+    page.fill("#age", "150")
+    page.click("#estimate")
+    page.wait_for_selector("#result", state="visible", timeout=90_000)
+    page.wait_for_function("document.getElementById('film-img').complete")
+    months = float(page.inner_text("#ba-months"))
+    assert 110 <= months <= 190  # the bundled model on a real film
+    assert re.fullmatch(r"\d+ y \d+ m", page.inner_text("#ba-ym"))
+    assert re.fullmatch(r"\d+–\d+ months", page.inner_text("#interval"))
+    assert page.inner_text("#category") in ("delayed", "normal", "advanced")
+    assert page.locator("#chart svg .band").count() == 1
+    assert page.locator("#patient-point").count() == 1
+    assert "Greulich & Pyle / Brush (boys)" in page.inner_text("#chart")
+    assert page.evaluate(BROKEN_IMAGES) == 0
+    w, h = page.evaluate("[document.getElementById('film-img').naturalWidth, "
+                         "document.getElementById('film-img').naturalHeight]")
+    assert w / h == pytest.approx(_aspect(film), rel=0.1)  # the film at its own shape
+    box = page.locator("#film-img").bounding_box()
+    assert box["width"] / box["height"] == pytest.approx(_aspect(film), rel=0.1)
+    assert page.is_visible("#heatmap-toggle")  # the torch backend makes heatmaps
+    page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+    # the report carries the identifier in its file name
+    page.fill("#identifier", "ACC-1489")
+    with page.expect_download() as dl:
+        page.click("#report")
+    assert dl.value.suggested_filename == "bone-age-ACC-1489.pdf"
+    print(f"screenshots: {ARTIFACTS}")
+
+
+def test_several_films_give_a_table(server, browser):
+    folder = need(RAW / "rsna-fullres")
+    films = [str(folder / f"{i}.png") for i in (1489, 1513, 1515)]
+    page = browser.new_page(viewport={"width": 1100, "height": 1200})
+    page.goto(server + "/")
+    page.set_input_files("#file", films)
+    page.check("input[name=sex][value=F]")
+    page.wait_for_function("!document.getElementById('estimate').disabled")
+    assert page.is_visible("#age-note")
+    page.click("#estimate")
+    page.wait_for_function(
+        "document.querySelectorAll('#batch tbody tr').length === 3", timeout=120_000)
+    assert page.is_visible("#batch") and page.is_visible("#result")
+    page.click("#batch tbody tr:nth-child(2)")
+    assert page.inner_text("#which") == "1513.png"
+    assert page.evaluate(BROKEN_IMAGES) == 0
+    assert not page.is_visible("#chart svg")  # no chronological age: no bare chart
+    assert page.is_visible("#no-age")
+    page.screenshot(path=str(ARTIFACTS / "page-batch.png"), full_page=True)
+
+
+def test_a_server_with_an_api_key(keyed_server, browser):
+    film = need(RAW / "rsna-fullres") / "1513.png"
+    page = browser.new_page(viewport={"width": 1100, "height": 1000})
+    page.goto(keyed_server + "/")
+    page.wait_for_selector("#key-row", state="visible")
+    page.set_input_files("#file", str(film))
+    page.check("input[name=sex][value=F]")
+    page.click("#estimate")  # no key yet: one clear line
+    page.wait_for_selector("#error", state="visible", timeout=60_000)
+    assert "API key" in page.inner_text("#error") and not page.is_visible("#result")
+    page.fill("#api-key", "s3cret-key")
+    page.click("#estimate")
+    page.wait_for_selector("#result", state="visible", timeout=90_000)
+    assert not page.is_visible("#error")
+    assert page.evaluate("sessionStorage.getItem('boneage-api-key')") == "s3cret-key"
+    assert page.evaluate("localStorage.length") == 0  # never kept beyond the tab
+    page.screenshot(path=str(ARTIFACTS / "page-api-key.png"), full_page=True)

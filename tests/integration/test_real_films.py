@@ -34,3 +34,26 @@ def test_crop_keeps_the_bright_foreground_on_rsna_films():
         assert inside > 0.85, f"{f.name}: crop keeps only {inside:.0%} of the bright pixels"
         smaller += (box.x1 - box.x0) * (box.y1 - box.y0) < 0.8 * film.size
     assert smaller >= 3  # and it does crop
+
+
+def test_heatmaps_on_real_films_are_localised_and_keep_the_films_shape():
+    """The bundled model's heatmap on raw samples of each source: something stands out (not a
+    blank wash) and the overlay has the film's own proportions."""
+    pytest.importorskip("torch")
+    from boneage import load_model
+    from boneage.inference.api import read_film
+    from boneage.inference.explain import is_localised, saliency
+
+    model = load_model("default", backend="torch")
+    files = [need(RAW / "rsna-fullres") / "1489.png", RAW / "stanford-demo" / "3.png",
+             RAW / "clinic" / "m9.jpg"]
+    for f in files:
+        film = read_film(f)
+        prepared = model.prepare(film)
+        cam = saliency(model.predictor.model,
+                       model.predictor.pipeline.tensor_part(prepared[0], {}), True)
+        assert is_localised(cam), f.name
+        pic = model.heatmap(film, "M", prepared)
+        h, w = film.pixels.shape
+        assert pic.shape[1] / pic.shape[0] == pytest.approx(w / h, rel=0.02), f.name
+        assert max(pic.shape[:2]) == min(1024, max(h, w))

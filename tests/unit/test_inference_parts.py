@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from boneage.cli import main  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
-from boneage.inference.gradcam import gradcam, overlay  # noqa: E402
+from boneage.inference.explain import is_localised, overlay, saliency, to_film  # noqa: E402
 from boneage.inference.predictor import Predictor  # noqa: E402
 from boneage.models.checkpoint import save_checkpoint  # noqa: E402
 from boneage.models.fusion import FusionRegressor  # noqa: E402
@@ -55,9 +55,9 @@ def test_onnx_errors(tmp_path):
         Predictor.load(tmp_path / "x.onnx", backend="tensorrt")
 
 
-def test_gradcam_points_at_what_drives_the_output():
-    # identity features, average pooling, linear head: the output grows with brightness
-    # everywhere, so Grad-CAM must light up exactly where the image is bright
+def _bright_is_old_model():
+    """Identity features, average pooling, linear head: the output grows with brightness
+    everywhere, so every method must light up exactly where the image is bright."""
     conv = torch.nn.Conv2d(1, 1, 1, bias=False)
     torch.nn.init.ones_(conv.weight)
     model = FusionRegressor(conv, 1, head=(4,), head_dropouts=(0.0,)).eval()
@@ -65,19 +65,52 @@ def test_gradcam_points_at_what_drives_the_output():
         for layer in model.head.modules():
             if isinstance(layer, torch.nn.Linear):
                 layer.weight.abs_()
-    img = np.zeros((32, 32), np.float32)
-    img[2:10, 3:12] = 1.0
-    cam = gradcam(model, img, male=True)
-    assert cam.shape == (32, 32) and cam.min() >= 0 and cam.max() == pytest.approx(1.0)
-    assert cam[2:10, 3:12].mean() > 0.9 and cam[20:, 20:].max() < 0.1
+    return model
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "occlusion"])
+def test_heatmap_points_at_what_drives_the_output(method):
+    model = _bright_is_old_model()
+    img = np.zeros((48, 48), np.float32)
+    img[4:16, 6:20] = 1.0
+    cam = saliency(model, img, male=True, method=method)
+    assert cam.shape == (48, 48) and cam.min() >= 0 and cam.max() == pytest.approx(1.0)
+    assert cam[4:16, 6:20].mean() > 3 * cam[28:, 28:].mean()
+    assert cam[4:16, 6:20].max() == pytest.approx(1.0) and is_localised(cam)
     pic = overlay((img * 255).astype(np.uint8), cam)
-    assert pic.shape == (32, 32, 3) and pic.dtype == np.uint8
+    assert pic.shape == (48, 48, 3) and pic.dtype == np.uint8
+    assert not is_localised(np.zeros((48, 48))) and not is_localised(np.ones((48, 48)))
 
 
-def test_gradcam_on_registry_models(checkpoint):
+def test_heatmap_lands_on_the_film_where_the_input_came_from():
+    """A map on a hand-cropped, squashed input goes back to the hand's place on the film."""
+    from boneage.preprocess.steps import Squash
+
+    film = np.zeros((400, 300), np.uint8)
+    meta: dict = {"film_shape": film.shape}
+    # as if the hand box were x 100-200, y 50-350: crop then squash to 64
+    from boneage.preprocess.steps import _scaling, _shift, _track
+
+    _track(meta, _shift(-100, -50))
+    _track(meta, _scaling(64 / 100, 64 / 300))
+    cam = np.zeros((64, 64), np.float32)
+    cam[:32, :32] = 1.0  # the input's top-left quarter
+    on_film = to_film(cam, meta, (400, 300))
+    hot = np.argwhere(on_film > 0.5)
+    assert hot[:, 0].min() >= 48 and hot[:, 0].max() <= 202  # film rows 50-200
+    assert hot[:, 1].min() >= 98 and hot[:, 1].max() <= 152  # film columns 100-150
+    half = to_film(cam, meta, (200, 150))  # a display copy at half size: same place, halved
+    hot2 = np.argwhere(half > 0.5)
+    assert abs(hot2[:, 0].mean() - hot[:, 0].mean() / 2) < 2
+    assert Squash(64)(film[50:350, 100:200], {}).shape == (64, 64)
+
+
+def test_heatmap_on_registry_models(checkpoint):
     pred = Predictor.load(checkpoint)
-    cam = gradcam(pred.model, np.random.default_rng(1).random((64, 64), np.float32), False)
-    assert cam.shape == (64, 64) and np.isfinite(cam).all()
+    img = np.random.default_rng(1).random((64, 64), np.float32)
+    for method in ("gradcam", "occlusion"):
+        cam = saliency(pred.model, img, False, method)
+        assert cam.shape == (64, 64) and np.isfinite(cam).all()
 
 
 def test_onnx_sharing_the_float16_weights(tmp_path):

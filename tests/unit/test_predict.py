@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -195,3 +196,32 @@ def test_installed_models_by_name(tmp_path, monkeypatch, capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "installed models" in out and "default" in out.split("installed models")[1]
+
+
+def test_cli_predict_ages_per_film_from_labels_and_skip_invalid(model_path, folder, tmp_path,
+                                                               capsys):
+    """A folder of different children: each film's own chronological age (labels column or
+    DICOM header), never one age for all; invalid label rows refused, or dropped on request."""
+    film, _ = synthetic_film(height=300, width=240, seed=5)
+    write_dicom(folder / "d.dcm", film.astype(np.uint16) * 16, sex="F", age="010Y")
+    labels = folder / "labels.csv"
+    labels.write_text("id,male,chronological_age_months\nf0,M,60\nf1,F,130.5\nf2,M,\n"
+                      "ghost,X,12\n")
+    args = ["predict", str(folder), "--labels", str(labels), "--model", str(model_path),
+            "--format", "json"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown sex" in err and "--skip-invalid" in err and err.count("\n") == 1
+    assert main([*args, "--skip-invalid"]) == 0
+    out = capsys.readouterr()
+    rows = {Path(x["file"]).name: x for x in map(json.loads, out.out.strip().splitlines())}
+    assert rows["f0.png"]["chronological_age_months"] == 60
+    assert rows["f1.png"]["chronological_age_months"] == 130.5
+    assert rows["f2.png"]["chronological_age_months"] is None
+    assert rows["d.dcm"]["chronological_age_months"] == 120  # the DICOM header's own
+    assert "dropped 1 invalid row" in out.err
+    # the flag still means "this age, for every film"
+    assert main([*args, "--skip-invalid", "--chronological-age", "99"]) == 0
+    ages = {json.loads(x)["chronological_age_months"]
+            for x in capsys.readouterr().out.strip().splitlines()}
+    assert ages == {99}

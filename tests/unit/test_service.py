@@ -20,6 +20,14 @@ from tests.unit.test_dicom import write_dicom  # noqa: E402
 from tests.unit.test_predict import model_path  # noqa: E402,F401
 
 
+def decode_data_url(url: str) -> np.ndarray:
+    import base64
+
+    head, data = url.split(",", 1)
+    assert head == "data:image/jpeg;base64"
+    return cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_UNCHANGED)
+
+
 def png(seed: int = 0) -> bytes:
     film, _ = synthetic_film(height=400, width=320, seed=seed)
     return cv2.imencode(".png", film)[1].tobytes()
@@ -33,6 +41,7 @@ def client(model_path):  # noqa: F811
 def test_health_models_and_docs(client):
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["model"] == "m" and h["version"]
+    assert h["api_key_required"] is False and h["heatmaps"] is True
     m = client.get("/v1/models").json()["models"][0]
     assert m["arch"] == "resnet18" and m["calibrated"] is False
     assert client.get("/docs").status_code == 200
@@ -49,7 +58,8 @@ def test_predict_same_keys_as_cli_json(client):
     assert list(body)[: len(RESULT_COLUMNS)] == list(RESULT_COLUMNS)
     assert body["sex"] == "F" and body["chronological_age_months"] == 100
     assert body["category"] in ("delayed", "normal", "advanced")
-    assert body["heatmap"].startswith("data:image/png;base64,")
+    film, heat = decode_data_url(body["film"]), decode_data_url(body["heatmap"])
+    assert film.shape[:2] == heat.shape[:2] == (400, 320)  # the film's own shape
 
 
 def test_dicom_upload_monochrome1(client, tmp_path):
@@ -64,7 +74,7 @@ def test_dicom_upload_monochrome1(client, tmp_path):
 
 @pytest.mark.parametrize("files,data,status,words", [
     (None, {"sex": "F"}, 400, "file"),
-    ({"file": ("f.png", png(), "image/png")}, {}, 400, "sex is required"),
+    ({"file": ("f.png", png(), "image/png")}, {}, 400, "sex: choose M or F"),
     ({"file": ("f.png", png(), "image/png")}, {"sex": "Q"}, 400, "unknown sex"),
     ({"file": ("f.png", png(), "image/png")}, {"sex": "F", "chronological_age_months": "900"},
      400, "between 0 and 240"),
@@ -105,6 +115,7 @@ def test_api_key(model_path):  # noqa: F811
     assert c.post("/v1/predict", files=files, data={"sex": "F"},
                   headers={"X-API-Key": "s3cret"}).status_code == 200
     assert c.get("/health").status_code == 200  # health stays open for monitors
+    assert c.get("/health").json()["api_key_required"] is True  # the page asks for the key
     assert c.post("/v1/predict").status_code == 401  # the key is checked before the fields
     assert c.get("/v1/models").status_code == 401
 
@@ -161,6 +172,18 @@ def test_report_pdf(client):
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/pdf"
     assert r.content.startswith(b"%PDF") and len(r.content) > 10_000
+    assert 'filename="bone-age-f.pdf"' in r.headers["content-disposition"]
+    r = client.post("/v1/report", files={"file": ("f.png", png(), "image/png")},
+                    data={"sex": "M", "identifier": "ACC 77/1", "study_date": "2026-01-31"})
+    assert 'filename="bone-age-ACC_77_1.pdf"' in r.headers["content-disposition"]
+    pypdf = pytest.importorskip("pypdf")
+    import io
+
+    text = pypdf.PdfReader(io.BytesIO(r.content)).pages[0].extract_text()
+    assert "ACC 77/1" in text and "2026-01-31" in text
+    r = client.post("/v1/report", files={"file": ("f.png", png(), "image/png")},
+                    data={"sex": "M", "study_date": "31.01.2026"})
+    assert r.status_code == 400 and "study_date" in r.json()["error"]
     bad = client.post("/v1/report", files={"file": ("f.txt", b"text", "text/plain")},
                       data={"sex": "M"})
     assert bad.status_code == 415
@@ -177,4 +200,5 @@ def test_bundled_model_on_onnx_runtime_answers_without_heatmap():
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["heatmap"] is None and 0 < body["bone_age_months"] < 240
+    assert decode_data_url(body["film"]).shape[:2] == (400, 320)  # the film, even on ONNX
     assert any("needs the PyTorch backend" in w for w in body["warnings"])

@@ -19,6 +19,7 @@ class DicomFilm:
     pixels: np.ndarray  # 2-D uint16, bright = dense (bone), display-ready
     male: bool | None
     age_months: float | None
+    study_date: date | None = None
 
 
 def _parse_age(value: str) -> float | None:
@@ -74,9 +75,9 @@ def decode_dicom(data: bytes, name: str = "image") -> DicomFilm:
     sex = str(ds.get("PatientSex", "") or "").strip().upper()
     male = {"M": True, "F": False}.get(sex)
     age = _parse_age(str(ds.get("PatientAge", "") or ""))
+    seen = _parse_date(str(ds.get("StudyDate", "") or ds.get("AcquisitionDate", "") or ""))
     if age is None:
         born = _parse_date(str(ds.get("PatientBirthDate", "") or ""))
-        seen = _parse_date(str(ds.get("StudyDate", "") or ds.get("AcquisitionDate", "") or ""))
         if born and seen and seen >= born:
             age = (seen - born).days / DAYS_PER_MONTH
-    return DicomFilm(pixels=pixels, male=male, age_months=age)
+    return DicomFilm(pixels=pixels, male=male, age_months=age, study_date=seen)

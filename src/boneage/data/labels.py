@@ -28,6 +28,9 @@ SEX_COLUMNS = ("male", "sex", "gender", "ismale")
 AGE_COLUMNS = (
     "boneage", "boneagemonths", "groundtruthboneagemonths", "boneageinmonths", "months", "age",
 )
+# the child's age on the day of the film (for `predict`'s comparison with the reference)
+CHRONOLOGICAL_COLUMNS = ("chronologicalage", "chronologicalagemonths", "chronage",
+                         "chronologicalageinmonths", "ageatstudy", "ageatstudymonths")
 _MALE = {"true", "1", "m", "male", "yes", "1.0"}
 _FEMALE = {"false", "0", "f", "female", "no", "0.0"}
 
@@ -52,6 +55,7 @@ class Record:
     path: Path | None
     male: bool | None
     months: float | None
+    chronological_months: float | None = None
 
 
 @dataclass
@@ -147,6 +151,7 @@ def read_labels(
     id_col = _find_column(header, ID_COLUMNS)
     sex_col = _find_column(header, SEX_COLUMNS)
     age_col = _find_column(header, AGE_COLUMNS)
+    chron_col = _find_column(header, CHRONOLOGICAL_COLUMNS)
     missing = [
         kind for kind, col, needed in (
             ("id (id / Image ID / Case ID)", id_col, True),
@@ -185,28 +190,31 @@ def read_labels(
         if male is None:
             flag(f"column {sex_col!r}: unknown sex (expected M/F, male/female, True/False, 1/0)",
                  rown, raw_sex)
-        months: float | None = None
-        if age_col is not None:
-            raw_age = str(row.get(age_col) or "").strip()
-            if raw_age or require_age:
-                try:
-                    months = float(raw_age)
-                    if not math.isfinite(months):
-                        raise ValueError
-                except ValueError:
-                    flag(f"column {age_col!r}: not a number", rown, raw_age)
-                    months = None
-                else:
-                    if not 0 <= months <= MAX_MONTHS:
-                        flag(f"column {age_col!r}: outside 0-{MAX_MONTHS:.0f} months", rown,
-                             raw_age)
+        months = chron = None
+        for col, needed, kind in ((age_col, require_age, "bone"), (chron_col, False, "chron")):
+            raw_age = str(row.get(col) or "").strip() if col is not None else ""
+            if col is None or not (raw_age or needed):
+                continue
+            try:
+                value = float(raw_age)
+                if not math.isfinite(value):
+                    raise ValueError
+            except ValueError:
+                flag(f"column {col!r}: not a number", rown, raw_age)
+                continue
+            if not 0 <= value <= MAX_MONTHS:
+                flag(f"column {col!r}: outside 0-{MAX_MONTHS:.0f} months", rown, raw_age)
+            if kind == "bone":
+                months = value
+            else:
+                chron = value
         path = None
         if require_images:
             path = index.get(rid) or index.get(Path(rid).name)
             if path is None:
                 flag(f"missing image in {images_dir} (looked for {rid}"
                      f"{{{','.join(IMAGE_SUFFIXES)}}})", rown, rid)
-        records.append((rown, Record(rid, path, male, months)))
+        records.append((rown, Record(rid, path, male, months, chron)))
 
     if not records and not problems:
         raise BoneAgeError(f"{name}: no rows")

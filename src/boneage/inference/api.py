@@ -53,6 +53,7 @@ class Film:
     pixels: np.ndarray
     male: bool | None = None
     age_months: float | None = None
+    study_date: str | None = None  # ISO date, from the DICOM header
 
 
 def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) -> Film:
@@ -64,7 +65,8 @@ def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) 
         from boneage.data.dicom import decode_dicom
 
         d = decode_dicom(data, label)
-        return Film(label, ToUint8()(d.pixels, {}), d.male, d.age_months)
+        return Film(label, ToUint8()(d.pixels, {}), d.male, d.age_months,
+                    d.study_date.isoformat() if d.study_date else None)
     return Film(label, ToUint8()(decode_image(data, label), {}))
 
 
@@ -98,7 +100,8 @@ def prepare_film(film: Film, pipeline: Pipeline) -> tuple[np.ndarray, dict[str, 
     from boneage.preprocess.hand import finger_gaps
 
     meta: dict[str, Any] = {"border_brightness": border_brightness(film.pixels),
-                            "finger_gaps": finger_gaps(film.pixels)}
+                            "finger_gaps": finger_gaps(film.pixels),
+                            "film_shape": film.pixels.shape[:2]}
     return pipeline.cached_part(film.pixels, meta), meta
 
 
@@ -134,8 +137,8 @@ class BoneAgeModel:
                       prepared: list[tuple[np.ndarray, dict]] | None = None
                       ) -> list[BoneAgeResult]:
         """The core: prepared images -> (TTA) model -> interval, comparison, warnings."""
-        from boneage.inference.quality import novelty, quality_warnings
-        from boneage.inference.reference import compare_ages
+        from boneage.inference.quality import NOT_A_HAND, novelty, quality_warnings
+        from boneage.inference.reference import compare_ages, reference_range
         from boneage.inference.uncertainty import has_interval, interval
 
         male = np.array([resolve_sex(s, f) for s, f in zip(sexes, films, strict=True)])
@@ -167,32 +170,41 @@ class BoneAgeModel:
                 r.interval_high_months = round(float(highs[i]), 1)
             else:
                 r.warnings.append("model not calibrated: no interval")
+            quality = quality_warnings(prepared[i][1], ba,
+                                       None if nov is None else float(nov[i]), ref)
             if cas[i] is not None:
                 c = compare_ages(ba, cas[i], bool(male[i]))
                 r.chronological_age_months = round(cas[i], 1)
-                r.difference_months, r.sds, r.category = c.difference_months, c.sds, c.category
+                r.difference_months = c.difference_months
+                # an SDS and a category only where they mean something
                 if not c.in_range:
-                    r.warnings.append("chronological age outside the reference table's range")
-            r.warnings += quality_warnings(prepared[i][1], ba,
-                                           None if nov is None else float(nov[i]), ref)
+                    lo, hi = reference_range(bool(male[i]))
+                    r.warnings.append(f"chronological age outside the reference range "
+                                      f"({lo:.0f}-{hi:.0f} months): no SDS or category")
+                elif not any(NOT_A_HAND in w for w in quality):
+                    r.sds, r.category = c.sds, c.category
+            r.warnings += quality
             results.append(r)
         return results
 
     @property
     def explains(self) -> bool:
-        """Whether heatmaps are available (Grad-CAM needs the PyTorch network)."""
+        """Whether heatmaps are available (they need the PyTorch network)."""
         return getattr(self.predictor, "model", None) is not None
 
-    def heatmap(self, film: Film, sex: Any, prepared: np.ndarray | None = None) -> np.ndarray:
-        """Grad-CAM overlay (BGR uint8) on the prepared film; needs the torch backend."""
-        from boneage.inference.gradcam import gradcam, overlay
+    def heatmap(self, film: Film, sex: Any, prepared: tuple[np.ndarray, dict] | None = None,
+                method: str = "gradcampp") -> np.ndarray:
+        """The heatmap over the film at its own shape (downscaled for display), BGR uint8;
+        needs the torch backend. `prepared`: what `prepare(film)` returned, to reuse it."""
+        from boneage.inference.explain import display_film, overlay, saliency, to_film
 
         if not self.explains:
             raise BoneAgeError("heatmaps need the torch backend")
-        model = self.predictor.model
-        img = prepared if prepared is not None else self.prepare(film)[0]
+        img, meta = prepared if prepared is not None else self.prepare(film)
         x = self.predictor.pipeline.tensor_part(img, {})
-        return overlay(img, gradcam(model, x, resolve_sex(sex, film)))
+        cam = saliency(self.predictor.model, x, resolve_sex(sex, film), method)
+        shown = display_film(film.pixels)
+        return overlay(shown, to_film(cam, meta, shown.shape[:2]))
 
 
 def _installed(package: str) -> bool:

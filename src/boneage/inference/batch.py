@@ -37,11 +37,17 @@ def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
-def sex_from_labels(labels: str | None) -> dict[str, bool]:
+def from_labels(labels: str | None, skip_invalid: bool = False
+                ) -> dict[str, tuple[bool, float | None]]:
+    """id -> (male, chronological age in months or None) from a labels CSV (any RSNA format,
+    plus an optional chronological-age column such as `chronological_age_months`)."""
     if labels is None:
         return {}
-    table = read_labels(labels, require_age=False, require_images=False)
-    return {r.id: bool(r.male) for r in table}
+    table = read_labels(labels, require_age=False, require_images=False,
+                        skip_invalid=skip_invalid)
+    for note in table.notes:
+        print(note, file=sys.stderr)
+    return {r.id: (bool(r.male), r.chronological_months) for r in table}
 
 
 def _read_prepare(task: tuple[int, str, Pipeline]) -> tuple[int, Any, str]:
@@ -92,8 +98,8 @@ class Writer:
 def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
                   labels: str | None = None, chronological_age: float | None = None,
                   fmt: str = "table", out: str | None = None, heatmap_dir: str | None = None,
-                  workers: int = 1, progress: bool = True, report_dir: str | None = None
-                  ) -> tuple[int, list[str]]:
+                  workers: int = 1, progress: bool = True, report_dir: str | None = None,
+                  skip_invalid: bool = False) -> tuple[int, list[str]]:
     """Return (films estimated, one error line per failure)."""
     from tqdm import tqdm
 
@@ -104,7 +110,7 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
     files, errors = expand(paths)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
-    by_id = sex_from_labels(labels)
+    by_id = from_labels(labels, skip_invalid)
     from boneage.fileio import ensure_writable_dir
 
     for folder in (heatmap_dir, report_dir):
@@ -116,17 +122,18 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
         raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
     done = 0
     tasks = [(i, str(p), model.predictor.pipeline) for i, p in enumerate(files)]
-    pending: list[tuple[int, Any, Any]] = []  # (index, (film, prepared), sex) awaiting the model
+    # (index, (film, prepared), sex, chronological age) awaiting the model
+    pending: list[tuple[int, Any, Any, float | None]] = []
 
     def flush() -> None:
         nonlocal done
         if not pending:
             return
-        results = model.predict_films([item[0] for _, item, _ in pending],
-                                      [s for _, _, s in pending],
-                                      [chronological_age] * len(pending),
-                                      [item[1] for _, item, _ in pending])
-        for (i, _, s), r in zip(pending, results, strict=True):
+        results = model.predict_films([item[0] for _, item, _, _ in pending],
+                                      [s for _, _, s, _ in pending],
+                                      [age for _, _, _, age in pending],
+                                      [item[1] for _, item, _, _ in pending])
+        for (i, _, s, _), r in zip(pending, results, strict=True):
             writer.write(r)
             done += 1
             if heatmap_dir or report_dir:
@@ -141,7 +148,11 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
         for i, item, err in parallel_map(_read_prepare, tasks, workers, ordered=True):
             bar.update(1)
             p = files[i]
-            s = sex if sex else by_id.get(p.stem, by_id.get(p.name))
+            known = by_id.get(p.stem, by_id.get(p.name))
+            s = sex if sex else (known[0] if known else None)
+            # one film, one child: the flag, else the labels' column, else the DICOM header
+            age = chronological_age if chronological_age is not None else (
+                known[1] if known else None)
             if not err and s is None and item[0].male is None:
                 err = (f"{p}: sex is required (the bone-age standards differ by sex); give "
                        "--sex, --labels, or a DICOM with PatientSex")
@@ -149,7 +160,7 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
                 errors.append(err)
                 print(f"error: {err}", file=sys.stderr)
                 continue
-            pending.append((i, item, s))
+            pending.append((i, item, s, age))
             if len(pending) >= CHUNK:
                 flush()
         flush()
@@ -168,7 +179,7 @@ def _write_extras(model: BoneAgeModel, path: Path, sex: Any, result: BoneAgeResu
     from boneage.fileio import atomic_write_bytes
 
     film = read_film(path)
-    pic = model.heatmap(film, sex) if model.explains else None
+    pic = model.heatmap(film, sex if sex is not None else film.male) if model.explains else None
     if heatmap_dir and pic is not None:
         ok, buf = cv2.imencode(".png", pic)
         if ok:
@@ -178,4 +189,5 @@ def _write_extras(model: BoneAgeModel, path: Path, sex: Any, result: BoneAgeResu
         from boneage.inference.report import pdf_report
 
         atomic_write_bytes(Path(report_dir) / f"{path.stem}.report.pdf",
-                           pdf_report(model, result, film.pixels, pic))
+                           pdf_report(model, result, film.pixels, pic, identifier=path.name,
+                                      study_date=film.study_date))

@@ -10,6 +10,7 @@ INVERTED_SCORE = 0.75  # border brightness between the film's 5th and 95th perce
 MAX_MONTHS = 228.0  # 19 years: the end of the RSNA training range
 NOVELTY_MARGIN = 1.5  # x the 99.5th percentile of the calibration films' novelty
 MIN_FINGER_GAPS = 3  # notches between fingers (see preprocess.hand.finger_gaps)
+NOT_A_HAND = "this does not look like a hand radiograph"
 
 
 def embedding_reference(features: np.ndarray) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def quality_warnings(meta: dict[str, Any], bone_age_months: float,
     how far the film's features lie from the hand films the model was calibrated on."""
     out = []
     if _not_a_hand(meta.get("finger_gaps"), novelty_score, reference):
-        out.append("this does not look like a hand radiograph: the estimate is not meaningful")
+        out.append(f"{NOT_A_HAND}: the estimate is not meaningful")
     if meta.get("crop_fallback"):
         out.append("no hand found on the film: the whole film was used")
     if meta.get("border_brightness", 0.0) > INVERTED_SCORE:

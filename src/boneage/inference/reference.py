@@ -38,6 +38,12 @@ def sd_for_age(chronological_months: float, male: bool) -> tuple[float, bool]:
     return float(np.interp(chronological_months, ages, sds)), inside
 
 
+def reference_range(male: bool) -> tuple[float, float]:
+    """(first, last) chronological age in months that the table covers for this sex."""
+    rows = reference()["male" if male else "female"]
+    return float(rows[0][0]), float(rows[-1][0])
+
+
 def mean_curve(male: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(chronological ages, mean skeletal ages, SDs) in months, for growth charts."""
     rows = np.array(reference()["male" if male else "female"], float)

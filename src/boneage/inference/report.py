@@ -1,10 +1,16 @@
-"""The one-page PDF report for a film: thumbnails of the film and its heatmap, the results,
-the growth chart, the model and its measured accuracy, the date, and a research-use disclaimer.
-Written with matplotlib's PDF backend: no extra dependency."""
+"""The one-page PDF report for a film, fit to hand to a colleague: who and what (identifier,
+study date), the film and its heatmap at the film's own shape, the results in the units
+clinicians write ("12 y 11 m"), the comparison with the reference only where it means something,
+warnings that wrap inside the page, one line on what the interval and the SDS mean, the growth
+chart when the chronological age is known, the model and its measured accuracy, and the
+research-use disclaimer. Written with matplotlib's PDF backend (TrueType text, so the PDF's text
+can be searched and extracted): no extra dependency."""
 
 from __future__ import annotations
 
 import io
+import re
+import textwrap
 from datetime import datetime, timezone
 
 import numpy as np
@@ -15,6 +21,22 @@ from boneage.inference.reference import mean_curve
 
 DISCLAIMER = ("For research use only. Not a medical device: this estimate has not been cleared "
               "for clinical use and must be reviewed by a qualified radiologist.")
+INTERVAL_NOTE = ("90% interval: on films the model had not seen, the true bone age fell inside "
+                 "such an interval 9 times in 10 (split-conformal calibration).")
+SDS_NOTE = ("SDS: (bone age - chronological age) / the Greulich & Pyle / Brush Foundation SD for "
+            "the child's age and sex; below -2 is delayed, above +2 advanced.")
+
+
+def years_months(months: float) -> str:
+    """155.2 -> '12 y 11 m' (rounded to the month)."""
+    y, m = divmod(int(round(months)), 12)
+    return f"{y} y {m} m"
+
+
+def report_filename(identifier: str | None, fallback: str = "film") -> str:
+    """A safe file name for the report: `bone-age-<identifier>.pdf`."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", (identifier or fallback).strip())[:80].strip("._")
+    return f"bone-age-{stem or 'film'}.pdf"
 
 
 def _accuracy_line(card: dict) -> str:
@@ -28,56 +50,103 @@ def _accuracy_line(card: dict) -> str:
     return "accuracy not recorded"
 
 
+def result_rows(result: BoneAgeResult) -> list[tuple[str, str]]:
+    """The results table: what is known, in clinicians' units, SDS only where meaningful."""
+    rows = [("Sex", "male" if result.sex == "M" else "female"),
+            ("Bone age", f"{years_months(result.bone_age_months)}  "
+                         f"({result.bone_age_months:.1f} months)")]
+    if result.interval_low_months is not None:
+        rows.append(("90% interval", f"{years_months(result.interval_low_months)} to "
+                     f"{years_months(result.interval_high_months)}  "
+                     f"({result.interval_low_months:.0f}-{result.interval_high_months:.0f} "
+                     "months)"))
+    if result.chronological_age_months is not None:
+        rows += [("Chronological age", f"{years_months(result.chronological_age_months)}  "
+                  f"({result.chronological_age_months:.1f} months)"),
+                 ("Difference", f"{result.difference_months:+.1f} months")]
+        if result.sds is not None:
+            rows += [("SDS", f"{result.sds:+.2f}"), ("Category", str(result.category))]
+        else:
+            rows.append(("SDS", "not given (see the warnings)"))
+    return rows
+
+
 def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarray,
-               heatmap_bgr: np.ndarray | None) -> bytes:
+               heatmap_bgr: np.ndarray | None, identifier: str | None = None,
+               study_date: str | None = None) -> bytes:
+    """One A4 page. `film_pixels`: the film as read (shown downscaled, at its shape);
+    `heatmap_bgr`: the overlay from `BoneAgeModel.heatmap` (same shape) or None."""
+    import matplotlib
+
+    from boneage.inference.explain import display_film
     from boneage.plots import _plt, draw_growth_chart
 
     plt = _plt()
-    fig = plt.figure(figsize=(8.27, 11.69))  # A4 portrait
-    fig.text(0.07, 0.955, "Bone age report", fontsize=18, weight="bold")
-    fig.text(0.07, 0.935, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-             fontsize=9, color="#555")
-    ax1 = fig.add_axes([0.07, 0.60, 0.40, 0.31])
-    ax1.imshow(film_pixels, cmap="gray")
-    ax1.set_title("film", fontsize=9)
-    ax1.axis("off")
-    ax2 = fig.add_axes([0.53, 0.60, 0.40, 0.31])
-    if heatmap_bgr is not None:
-        ax2.imshow(heatmap_bgr[:, :, ::-1])
-        ax2.set_title("regions that drove the estimate (Grad-CAM)", fontsize=9)
-    else:
-        ax2.text(0.5, 0.5, "heatmap not available", ha="center", va="center")
-    ax2.axis("off")
-    rows = [("Sex", "male" if result.sex == "M" else "female"),
-            ("Bone age",
-             f"{result.bone_age_months:.1f} months ({result.bone_age_years:.1f} years)")]
-    if result.interval_low_months is not None:
-        rows.append(("90% interval", f"{result.interval_low_months:.0f} - "
-                                     f"{result.interval_high_months:.0f} months"))
-    if result.chronological_age_months is not None:
-        rows += [("Chronological age", f"{result.chronological_age_months:.1f} months"),
-                 ("Difference", f"{result.difference_months:+.1f} months"),
-                 ("SDS", f"{result.sds:+.2f}"), ("Category", str(result.category))]
-    if result.warnings:
-        rows.append(("Warnings", "; ".join(result.warnings)))
-    tab = fig.add_axes([0.07, 0.40, 0.86, 0.17])
-    tab.axis("off")
-    t = tab.table(cellText=[[k, v] for k, v in rows], colWidths=[0.3, 0.7], loc="upper left",
-                  cellLoc="left")
-    t.auto_set_font_size(False)
-    t.set_fontsize(9)
-    t.scale(1, 1.3)
-    ax3 = fig.add_axes([0.12, 0.10, 0.76, 0.26])
-    interval = None
-    if result.interval_low_months is not None:
-        interval = (result.interval_low_months, result.interval_high_months)
-    male = result.sex == "M"
-    draw_growth_chart(ax3, mean_curve(male), male, result.chronological_age_months,
-                      result.bone_age_months, interval)
-    fig.text(0.07, 0.055, f"Model {model.name} ({model.card['arch']}), boneage {__version__}; "
-             f"{_accuracy_line(model.card)}.", fontsize=8)
-    fig.text(0.07, 0.035, DISCLAIMER, fontsize=8, color="#a00", wrap=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="pdf")
-    plt.close(fig)
+    film = display_film(film_pixels)
+    with matplotlib.rc_context({"pdf.fonttype": 42, "font.size": 9}):
+        fig = plt.figure(figsize=(8.27, 11.69))  # A4 portrait
+        left, width = 0.07, 0.86
+        fig.text(left, 0.955, "Bone age report", fontsize=18, weight="bold")
+        fig.text(left + width, 0.958, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 fontsize=8, color="#555", ha="right")
+        who = f"Film: {identifier or result.file}"
+        if study_date:
+            who += f"     Study date: {study_date}"
+        fig.text(left, 0.93, who, fontsize=10)
+        # film and heatmap side by side, each at the film's own shape
+        top, img_h = 0.905, 0.34
+        panels = [(film, "film", "gray")]
+        if heatmap_bgr is not None:
+            panels.append((heatmap_bgr[:, :, ::-1], "regions that drove the estimate "
+                           "(Grad-CAM++)", None))
+        pw = width / len(panels)
+        for k, (pic, title, cmap) in enumerate(panels):
+            ax = fig.add_axes([left + k * pw + 0.01, top - img_h, pw - 0.02, img_h])
+            ax.imshow(pic, cmap=cmap, vmin=0, vmax=255, interpolation="antialiased")
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        if heatmap_bgr is None:
+            fig.text(left, top - img_h - 0.012, "heatmap not available (it needs the PyTorch "
+                     "backend)", fontsize=7, color="#555")
+        # results, then warnings, then notes: a cursor moving down the page
+        y = top - img_h - 0.04
+        for label, value in result_rows(result):
+            fig.text(left, y, label, fontsize=10, color="#333")
+            fig.text(left + 0.22, y, value, fontsize=10,
+                     weight="bold" if label in ("Bone age", "Category") else "normal")
+            y -= 0.021
+        for w in result.warnings:
+            for i, line in enumerate(textwrap.wrap(w, 100)):
+                fig.text(left, y, ("Warning: " if i == 0 else "             ") + line,
+                         fontsize=8.5, color="#a05a00")
+                y -= 0.016
+        y -= 0.006
+        notes = [INTERVAL_NOTE] if result.interval_low_months is not None else []
+        if result.sds is not None:
+            notes.append(SDS_NOTE)
+        for note in notes:
+            for line in textwrap.wrap(note, 115):
+                fig.text(left, y, line, fontsize=7.5, color="#555")
+                y -= 0.014
+        male = result.sex == "M"
+        if result.chronological_age_months is not None and y > 0.30:
+            ax3 = fig.add_axes([0.14, 0.10, 0.72, min(0.26, y - 0.14)])
+            interval = None
+            if result.interval_low_months is not None:
+                interval = (result.interval_low_months, result.interval_high_months)
+            draw_growth_chart(ax3, mean_curve(male), male, result.chronological_age_months,
+                              result.bone_age_months, interval)
+        elif result.chronological_age_months is None:
+            for line in textwrap.wrap("No chronological age was given: no comparison with the "
+                                      "reference (give it, or use a DICOM with PatientAge or "
+                                      "the birth and study dates).", 110):
+                y -= 0.016
+                fig.text(left, y, line, fontsize=8.5, color="#333")
+        fig.text(left, 0.062, f"Model {model.name} ({model.card['arch']}), boneage "
+                 f"{__version__}; {_accuracy_line(model.card)}.", fontsize=7.5)
+        for i, line in enumerate(textwrap.wrap(DISCLAIMER, 120)):
+            fig.text(left, 0.045 - 0.013 * i, line, fontsize=7.5, color="#a00")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="pdf")
+        plt.close(fig)
     return buf.getvalue()

@@ -6,6 +6,8 @@ exactly from it. A model stores the pipeline it was trained with; inference repl
 
 Steps take a 2-D array and a `meta` dict (where a step records what it did, e.g. the crop box)
 and return a 2-D array. Everything before `scale` works on uint8 and is what `prepare` caches.
+Geometric steps also compose `meta["to_input"]`, the 3x3 matrix from film pixels to the
+prepared image's pixels, so that a heatmap on the model's input can be laid back on the film.
 """
 
 from __future__ import annotations
@@ -41,6 +43,25 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}
+
+
+def _track(meta: dict[str, Any], m: np.ndarray) -> None:
+    """Compose a geometric step's own 3x3 pixel mapping into meta["to_input"]."""
+    meta["to_input"] = m @ meta.get("to_input", np.eye(3))
+
+
+def _scaling(sx: float, sy: float) -> np.ndarray:
+    # pixel centres: x' + 0.5 = (x + 0.5) * s
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def _shift(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1.0]])
+
+
+def film_to_input(meta: dict[str, Any]) -> np.ndarray:
+    """The 3x3 matrix from film pixels to the prepared image (identity if nothing moved)."""
+    return np.asarray(meta.get("to_input", np.eye(3)), float)
 
 
 def _interp(name: str) -> int:
@@ -80,6 +101,7 @@ class CropHand(Step):
         box = localise_hand(image, self.margin)
         meta["crop_box"] = box.as_list()
         meta["crop_fallback"] = not box.found
+        _track(meta, _shift(-box.x0, -box.y0))
         return image[box.y0 : box.y1, box.x0 : box.x1]
 
 
@@ -122,6 +144,7 @@ class Fit(Step):
         h, w = image.shape[:2]
         s = self.size / max(h, w)
         dsize = (max(1, round(w * s)), max(1, round(h * s)))
+        _track(meta, _scaling(dsize[0] / w, dsize[1] / h))
         if self.interpolation == "area" and s < 1:
             return area_resize(image, dsize)
         return cv2.resize(image, dsize, interpolation=_interp(self.interpolation))
@@ -142,6 +165,7 @@ class Pad(Step):
         out = np.zeros((self.size, self.size), image.dtype)
         y, x = (self.size - h) // 2, (self.size - w) // 2
         out[y : y + h, x : x + w] = image
+        _track(meta, _shift(x, y))
         return out
 
 
@@ -156,7 +180,9 @@ class Squash(Step):
     interpolation: str = "nearest"
 
     def __call__(self, image, meta):
-        if image.shape[:2] == (self.size, self.size):
+        h, w = image.shape[:2]
+        _track(meta, _scaling(self.size / w, self.size / h))
+        if (h, w) == (self.size, self.size):
             return image
         return cv2.resize(image, (self.size, self.size), interpolation=_interp(self.interpolation))
 

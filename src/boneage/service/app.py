@@ -36,13 +36,30 @@ log = logging.getLogger("boneage.service")
 File_ = Annotated[UploadFile, File(description="the film: PNG, JPEG or DICOM")]
 Sex = Annotated[str | None, Form(description="M or F (optional for a DICOM with PatientSex)")]
 Age = Annotated[float | None, Form(description="months; optional")]
-Heatmap = Annotated[bool, Form(description="include a Grad-CAM overlay")]
+Heatmap = Annotated[bool, Form(description="include a Grad-CAM++ overlay on the film")]
+Identifier = Annotated[str | None, Form(max_length=120, description="patient or accession "
+                                        "identifier, printed on the report and used in its file "
+                                        "name; never stored or logged")]
+StudyDate = Annotated[str | None, Form(max_length=10, description="YYYY-MM-DD; printed on the "
+                                       "report (else the DICOM's StudyDate)")]
 
 
-def png_data_url(image) -> str:
+def jpeg_data_url(image) -> str:
+    """A picture for the page: JPEG (a 1,024 px film as PNG would be ~1 MB, as JPEG ~100 kB)."""
     import cv2
 
-    return "data:image/png;base64," + base64.b64encode(cv2.imencode(".png", image)[1]).decode()
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return "data:image/jpeg;base64," + base64.b64encode(buf).decode()
+
+
+def _is_date(text: str) -> bool:
+    from datetime import date
+
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
 
 
 class HTTPError(Exception):
@@ -146,39 +163,36 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
             raise HTTPError(415, "file: not an image (PNG, JPEG or DICOM expected)")
         return bytes(data)
 
-    def estimate(data: bytes, sex: str | None, age: float | None, heatmap: bool):
-        """(result, film, prepared image, heatmap or None); runs in the inference pool."""
+    def estimate(data: bytes, name: str, sex: str | None, age: float | None, heatmap: bool):
+        """(result, film, heatmap or None); runs in the inference pool."""
         try:
-            film = read_film(data, name="upload")
+            film = read_film(data, name=name)
         except BoneAgeError as e:
-            msg = str(e).removeprefix("upload: ")
+            msg = str(e).removeprefix(f"{name}: ")
             raise HTTPError(413 if "over the limit" in msg else 422, f"file: {msg}") from None
+        if sex in (None, "") and film.male is None:
+            raise HTTPError(400, "sex: choose M or F (the bone-age standards differ by sex; "
+                            "this film carries no PatientSex)")
         try:
             male = resolve_sex(sex, film)
         except BoneAgeError as e:
-            raise HTTPError(400, f"sex: {str(e).removeprefix('upload: ')}") from None
-        prepared = model.prepare(film)  # once, for the estimate, the heatmap and the preview
+            raise HTTPError(400, f"sex: {str(e).removeprefix(f'{name}: ')}") from None
+        prepared = model.prepare(film)  # once, for the estimate and the heatmap
         result = model.predict_films([film], [male], [age], [prepared])[0]
         heat = None
         if heatmap and model.explains:
-            heat = model.heatmap(film, male, prepared[0])
+            heat = model.heatmap(film, male, prepared)
         elif heatmap:
             result.warnings.append("no heatmap: it needs the PyTorch backend")
-        return result, film, prepared[0], heat
+        return result, film, heat
 
     def as_json(out) -> dict[str, Any]:
-        result, _, prepared, heat = out
-        body = {**result.to_dict(), "model": model.name, "heatmap": None, "film": None}
-        if heat is not None:
-            body["heatmap"] = png_data_url(heat)
-            body["film"] = png_data_url(prepared)
-        return body
+        from boneage.inference.explain import display_film
 
-    def as_pdf(out) -> bytes:
-        from boneage.inference.report import pdf_report
-
-        result, film, _, heat = out
-        return pdf_report(model, result, film.pixels, heat)
+        result, film, heat = out
+        return {**result.to_dict(), "model": model.name, "study_date": film.study_date,
+                "film": jpeg_data_url(display_film(film.pixels)),
+                "heatmap": None if heat is None else jpeg_data_url(heat)}
 
     async def run(request: Request, file: UploadFile, sex: str | None, age: Any,
                   heatmap: bool, render) -> Any:
@@ -197,8 +211,9 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
                             {"Retry-After": "1"})
         try:
             loop = asyncio.get_running_loop()
+            name = Path(file.filename or "upload").name or "upload"
             return await loop.run_in_executor(
-                pool, lambda: render(estimate(data, sex, age, heatmap)))
+                pool, lambda: render(estimate(data, name, sex, age, heatmap)))
         finally:
             gate.leave()
 
@@ -218,7 +233,8 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", model=model.name, version=__version__)
+        return Health(status="ok", model=model.name, version=__version__,
+                      api_key_required=s.api_key is not None, heatmaps=model.explains)
 
     @app.get("/v1/models", response_model=ModelList, responses={401: {"model": Error}})
     async def models(request: Request) -> ModelList:
@@ -242,9 +258,22 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
         200: {"content": {"application/pdf": {}}, "description": "one-page PDF report"},
         **errors})
     async def report(request: Request, file: File_, sex: Sex = None,
-                     chronological_age_months: Age = None) -> Response:
-        pdf = await run(request, file, sex, chronological_age_months, True, as_pdf)
+                     chronological_age_months: Age = None, identifier: Identifier = None,
+                     study_date: StudyDate = None) -> Response:
+        from boneage.inference.report import pdf_report, report_filename
+
+        if study_date and not _is_date(study_date):
+            raise HTTPError(400, "study_date: expected YYYY-MM-DD")
+        ident = (identifier or "").strip() or None
+
+        def as_pdf(out) -> tuple[bytes, str]:
+            result, film, heat = out
+            return (pdf_report(model, result, film.pixels, heat, identifier=ident or film.name,
+                               study_date=study_date or film.study_date),
+                    report_filename(ident or Path(film.name).stem))
+
+        pdf, filename = await run(request, file, sex, chronological_age_months, True, as_pdf)
         return Response(pdf, media_type="application/pdf",
-                        headers={"Content-Disposition": 'attachment; filename="bone-age.pdf"'})
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     return app

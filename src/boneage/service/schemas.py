@@ -9,6 +9,8 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
     model: str
     version: str = Field(description="boneage version")
+    api_key_required: bool = Field(False, description="whether /v1/* needs X-API-Key")
+    heatmaps: bool = Field(False, description="whether heatmaps can be made (torch backend)")
 
 
 class ModelInfo(BaseModel):
@@ -40,9 +42,11 @@ class Prediction(BaseModel):
     category: str | None = Field(None, description="delayed | normal | advanced")
     warnings: list[str] = []
     model: str
-    heatmap: str | None = Field(None, description="Grad-CAM overlay as a PNG data URL")
-    film: str | None = Field(None, description="the prepared film the model saw, as a PNG data "
-                             "URL (with the heatmap)")
+    study_date: str | None = Field(None, description="from the DICOM header (YYYY-MM-DD)")
+    film: str | None = Field(None, description="the film at its own shape, downscaled to at "
+                             "most 1,024 px, as a JPEG data URL")
+    heatmap: str | None = Field(None, description="Grad-CAM++ overlay on that film (same "
+                                "size), as a JPEG data URL, when asked for and available")
 
 
 class Error(BaseModel):

@@ -1,0 +1,103 @@
+"""The PDF report as a reader sees it: its text (identifier, units, no category under a "not
+meaningful" warning, nothing outside the reference table) and, where poppler is installed, a
+rendered page."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+pypdf = pytest.importorskip("pypdf")
+pytest.importorskip("torch")
+
+from boneage.inference.api import BoneAgeResult, load_model  # noqa: E402
+from boneage.inference.report import pdf_report, report_filename, years_months  # noqa: E402
+from tests.unit.test_predict import model_path  # noqa: E402,F401
+
+
+def text_of(pdf: bytes) -> str:
+    return " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+
+
+def test_years_months_and_file_names():
+    assert years_months(155.2) == "12 y 11 m" and years_months(11.6) == "1 y 0 m"
+    assert report_filename("ACC 12/34") == "bone-age-ACC_12_34.pdf"
+    assert report_filename(None, "film 3.png") == "bone-age-film_3.png.pdf"
+    assert report_filename("../..") == "bone-age-film.pdf"
+
+
+def _result(**kw) -> BoneAgeResult:
+    base = {"file": "hand-017.png", "sex": "F", "bone_age_months": 155.2,
+            "bone_age_years": 12.93, "interval_low_months": 138.0, "interval_high_months": 172.0}
+    return BoneAgeResult(**{**base, **kw})
+
+
+def test_report_text_with_and_without_chronological_age(model_path, tmp_path):  # noqa: F811
+    model = load_model(str(model_path))
+    film = np.full((900, 600), 60, np.uint8)
+    full = _result(chronological_age_months=150.0, difference_months=5.2, sds=0.45,
+                   category="normal")
+    text = text_of(pdf_report(model, full, film, None, identifier="ACC-4711",
+                              study_date="2026-11-02"))
+    for words in ("ACC-4711", "2026-11-02", "12 y 11 m", "155.2 months", "12 y 6 m", "+5.2",
+                  "+0.45", "normal", "90% interval", "SDS:"):
+        assert words in text, words
+    bare = text_of(pdf_report(model, _result(), film, None))
+    assert "hand-017.png" in bare and "No chronological age was given" in bare
+    assert "Category" not in bare and "SDS:" not in bare
+
+
+def test_no_category_under_a_not_meaningful_warning(model_path):  # noqa: F811
+    """A blank picture is flagged "not a hand": its comparison stops at the difference."""
+    model = load_model(str(model_path))
+    r = model.predict(np.full((600, 500), 90, np.uint8), sex="M", chronological_age_months=100)
+    assert any("not meaningful" in w for w in r.warnings)
+    assert r.sds is None and r.category is None and r.difference_months is not None
+    text = text_of(pdf_report(model, r, np.full((600, 500), 90, np.uint8), None))
+    assert "not meaningful" in text and "Category" not in text
+    for cat in ("delayed", "advanced"):
+        assert cat not in text
+
+
+def test_no_sds_outside_the_reference_table(model_path):  # noqa: F811
+    model = load_model(str(model_path))
+    from tests.unit.test_predict import synthetic_film
+
+    film, _ = synthetic_film(height=500, width=400, seed=1)
+    r = model.predict(film, sex="F", chronological_age_months=0)
+    assert r.sds is None and r.category is None
+    assert any("outside the reference range" in w for w in r.warnings)
+
+
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils not installed")
+def test_report_renders_with_the_film_at_its_shape(model_path, tmp_path):  # noqa: F811
+    """The page as a picture (saved for a person to look at): the film panel keeps the film's
+    tall shape, so a dark column runs down the page's left half."""
+    from tests.conftest import ROOT
+
+    model = load_model(str(model_path))
+    film = np.zeros((1200, 500), np.uint8)
+    film[:, :] = 230  # a bright, tall film (the page is white: look for it by its grey)
+    long = "a warning long enough to need wrapping " * 6
+    pdf = pdf_report(model, _result(warnings=[long]), film, None, identifier="tall")
+    (tmp_path / "r.pdf").write_bytes(pdf)
+    subprocess.run(["pdftoppm", "-png", "-r", "50", "-singlefile", str(tmp_path / "r.pdf"),
+                    str(tmp_path / "page")], check=True)
+    import cv2
+
+    page = cv2.imread(str(tmp_path / "page.png"), cv2.IMREAD_GRAYSCALE)
+    art = ROOT / "test-artifacts"
+    art.mkdir(exist_ok=True)
+    cv2.imwrite(str(art / "report.png"), page)
+    bright = np.abs(page.astype(int) - 230) < 8  # the film's grey, not the white paper
+    h, w = page.shape
+    panel = bright[int(0.08 * h): h // 2]  # below the title, above the results
+    rows = np.where(panel.mean(axis=1) > 0.05)[0]
+    cols = np.where(panel.mean(axis=0) > 0.05)[0]
+    # the film's own proportions (1200:500) on the page, within 10%
+    assert (rows.max() - rows.min()) / (cols.max() - cols.min()) == pytest.approx(2.4, rel=0.1)
+    assert "wrapping" in text_of(pdf)
