@@ -51,10 +51,15 @@ def main() -> None:
                                                                                     "1")
     files = sorted(p for p in Path(a.data).glob("*/*") if p.suffix.lower() in (".png", ".jpg"))
     stats = {m: {"localised": 0, "on_hand": [], "seconds": 0.0} for m in METHODS}
-    rows = []
+    rows, aspect_errors, names = [], [], []
     for path in files:
         film = read_film(path)
+        names.append(path.name)
         img, meta = model.prepare(film)
+        # what a clinician is shown: the overlay from the default method, at the film's shape
+        shown_full = model.heatmap(film, sexes.get(path.stem, True), (img, meta))
+        fh, fw = film.pixels.shape
+        aspect_errors.append(abs(shown_full.shape[1] / shown_full.shape[0] / (fw / fh) - 1))
         x = model.predictor.pipeline.tensor_part(img, {})
         _, mask = cv2.threshold(img, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         shown = display_film(film.pixels, 256)
@@ -70,11 +75,13 @@ def main() -> None:
             row.append(overlay(shown, to_film(cam, meta, shown.shape[:2])))
         rows.append(np.hstack(row))
     n = len(files)
-    result = {"model": model.name, "films": n, "methods": {
+    result = {"model": model.name, "films": n,
+              "max_aspect_error": round(float(max(aspect_errors)), 4), "methods": {
         m: {"localised": s["localised"],
             "hot_on_hand": round(float(np.mean(s["on_hand"])), 3) if s["on_hand"] else None,
             "seconds_per_film": round(s["seconds"] / max(n, 1), 3)} for m, s in stats.items()}}
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"overlays keep the film's aspect within {result['max_aspect_error']:.1%}")
     for m, s in result["methods"].items():
         print(f"{m:10} localised {s['localised']}/{n}  hot part on the hand {s['hot_on_hand']}  "
               f"{s['seconds_per_film']:.2f} s/film")

@@ -55,7 +55,7 @@ def test_monochrome1_is_inverted_and_header_read(tmp_path):
 
 
 def test_voi_window_applied(tmp_path):
-    px = np.tile(np.linspace(0, 4000, 64).astype(np.uint16), (8, 1))
+    px = np.tile(np.linspace(0, 4000, 64).astype(np.uint16), (32, 1))
     film = decode_dicom(write_dicom(tmp_path / "a.dcm", px, window=(1000, 200)).read_bytes())
     row = film.pixels[0]
     # values below 900 all map to black, above 1100 to white
@@ -63,12 +63,12 @@ def test_voi_window_applied(tmp_path):
 
 
 def test_age_from_dates_and_reader_integration(tmp_path):
-    px = np.full((16, 16), 100, np.uint16)
+    px = np.full((32, 32), 100, np.uint16)
     p = write_dicom(tmp_path / "b.dcm", px, sex="M", age=None, birth="20200101",
                     study="20260101")
     film = decode_dicom(p.read_bytes())
     assert film.male is True and film.age_months == pytest.approx(72, abs=0.1)
-    assert read_image(p).shape == (16, 16)
+    assert read_image(p).shape == (32, 32)
 
 
 def test_garbage_after_dicm_preamble():

@@ -1,10 +1,19 @@
 """DICOM films: pixels through the modality and VOI LUTs, MONOCHROME1 inverted, and only the
-header fields bone age needs (sex, age). No other patient data leaves this module."""
+header fields bone age needs (sex, age, study date, and whether the header says this is a hand
+radiograph). No other patient data leaves this module.
+
+Hostile files are stopped before they cost memory: a deflated data set is inflated as a count
+first (a 1.5 MB file can inflate to gigabytes), the header's frames x rows x columns x samples x
+bytes are checked against one budget, and only the first frame is ever decoded. Colour films are
+turned to grey by luminance; films too small to be radiographs are refused."""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -12,6 +21,13 @@ import numpy as np
 from boneage.errors import BoneAgeError
 
 DAYS_PER_MONTH = 365.25 / 12
+# decoded pixel data of every frame (the header's claim), and a deflated data set once inflated
+MAX_DICOM_BYTES = int(os.environ.get("BONEAGE_MAX_DICOM_BYTES", 1 << 30))
+MAX_INFLATED_BYTES = int(os.environ.get("BONEAGE_MAX_INFLATED_BYTES", 512 << 20))
+MIN_SIDE = 32  # pixels: smaller is no radiograph
+DEFLATED = b"1.2.840.10008.1.2.1.99"
+RADIOGRAPHY = {"CR", "DX", "RG", "DR", "OT", ""}  # OT: secondary capture, often scanned films
+HAND_PARTS = ("HAND", "WRIST", "FINGER", "EXTREMITY", "UPPER LIMB", "UPPERLIMB", "ARM", "")
 
 
 @dataclass(frozen=True)
@@ -20,6 +36,7 @@ class DicomFilm:
     male: bool | None
     age_months: float | None
     study_date: date | None = None
+    notes: list[str] = field(default_factory=list)  # what the header says against a hand film
 
 
 def _parse_age(value: str) -> float | None:
@@ -41,30 +58,99 @@ def _parse_date(value: str) -> date | None:
         return None
 
 
+def _check_inflated_size(data: bytes, name: str) -> None:
+    """For a deflated data set, count its inflated size (in 1 MB steps, nothing kept) and refuse
+    it past MAX_INFLATED_BYTES, before pydicom inflates it whole."""
+    if DEFLATED not in data[:4096]:
+        return
+    # the file meta group (never deflated) ends after (0002,0000)'s group length
+    if data[132:136] != b"\x02\x00\x00\x00":
+        raise BoneAgeError(f"{name}: deflated DICOM without a file meta group length: refused")
+    start = 144 + struct.unpack("<I", data[140:144])[0]
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total, chunk = 0, data[start:]
+    try:
+        while chunk:
+            total += len(inflater.decompress(chunk, 1 << 20))
+            if total > MAX_INFLATED_BYTES:
+                raise BoneAgeError(f"{name}: deflated DICOM inflates to over "
+                                   f"{MAX_INFLATED_BYTES >> 20} MB: refused (set "
+                                   "BONEAGE_MAX_INFLATED_BYTES to raise the limit)")
+            chunk = inflater.unconsumed_tail
+    except zlib.error:
+        raise BoneAgeError(f"{name}: corrupt deflated DICOM") from None
+
+
+def _check_header(ds, name: str) -> None:
+    """frames x rows x columns x samples x bytes per sample against one budget, from the
+    header alone; and a size that a radiograph can have."""
+    from boneage.data.images import _check_pixels
+
+    def num(tag: str, default: int) -> int:
+        try:
+            return int(ds.get(tag, default) or default)
+        except (TypeError, ValueError):
+            raise BoneAgeError(f"{name}: DICOM {tag} is not a number") from None
+
+    rows, cols = num("Rows", 0), num("Columns", 0)
+    frames, samples = num("NumberOfFrames", 1), num("SamplesPerPixel", 1)
+    bits = num("BitsAllocated", 16)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise BoneAgeError(f"{name}: DICOM holds no image (no pixel data)")
+    if rows * cols == 0:
+        raise BoneAgeError(f"{name}: DICOM holds no image (no rows or columns)")
+    _check_pixels(cols, rows, name)
+    claimed = max(frames, 1) * rows * cols * max(samples, 1) * max(1, (bits + 7) // 8)
+    if claimed > MAX_DICOM_BYTES:
+        raise BoneAgeError(f"{name}: DICOM claims {frames} frame(s) of {cols}x{rows}x{samples}, "
+                           f"{claimed >> 20} MB of pixels, over the limit of "
+                           f"{MAX_DICOM_BYTES >> 20} MB: refused")
+    if min(rows, cols) < MIN_SIDE:
+        raise BoneAgeError(f"{name}: DICOM image is {cols}x{rows} pixels, too small for a "
+                           "radiograph")
+
+
+def header_notes(ds) -> list[str]:
+    """Warnings from the header: not a radiograph (Modality) or not a hand (BodyPartExamined)."""
+    notes = []
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality not in RADIOGRAPHY:
+        notes.append(f"DICOM Modality is {modality}, not a radiograph (CR/DX): the estimate is "
+                     "not meaningful")
+    part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    if not any(p == part or (p and p in part) for p in HAND_PARTS):
+        notes.append(f"DICOM BodyPartExamined is {part}, not a hand or wrist: the estimate is "
+                     "not meaningful")
+    return notes
+
+
 def decode_dicom(data: bytes, name: str = "image") -> DicomFilm:
     try:
         import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
     except ImportError:  # pragma: no cover - pydicom is a core dependency
         raise BoneAgeError("reading DICOM needs pydicom: pip install pydicom") from None
+    _check_inflated_size(data, name)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        ds.get("Rows", 0)
     except Exception as e:
         raise BoneAgeError(f"{name}: unreadable DICOM ({type(e).__name__})") from None
-    from boneage.data.images import _check_pixels
-
-    _check_pixels(cols, rows, name)
+    _check_header(ds, name)
     try:
-        arr = ds.pixel_array
+        arr = pixel_array(ds, index=0)  # the first frame only, whatever the file holds
     except Exception as e:
         raise BoneAgeError(
             f"{name}: DICOM has no decodable pixel data ({str(e).splitlines()[0][:120]})"
         ) from None
-    if arr.ndim == 3:  # multi-frame or colour: take the first frame / convert to gray
-        arr = arr.mean(axis=-1) if ds.get("SamplesPerPixel", 1) == 3 else arr[0]
-    arr = apply_modality_lut(arr, ds)
-    arr = apply_voi_lut(arr, ds, index=0)
+    colour = arr.ndim == 3
+    if colour:  # RGB (pydicom turns YBR into RGB): grey by luminance; no LUTs apply
+        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    else:
+        arr = apply_modality_lut(arr, ds)
+        arr = apply_voi_lut(arr, ds, index=0)
+    if arr.ndim != 2:
+        raise BoneAgeError(f"{name}: DICOM pixel data of shape {arr.shape} is not one image")
     arr = np.asarray(arr, dtype=np.float64)
     lo, hi = float(arr.min()), float(arr.max())
     arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
@@ -80,4 +166,7 @@ def decode_dicom(data: bytes, name: str = "image") -> DicomFilm:
         born = _parse_date(str(ds.get("PatientBirthDate", "") or ""))
         if born and seen and seen >= born:
             age = (seen - born).days / DAYS_PER_MONTH
-    return DicomFilm(pixels=pixels, male=male, age_months=age, study_date=seen)
+    notes = header_notes(ds)
+    if colour:
+        notes.append("a colour DICOM: hand radiographs are greyscale")
+    return DicomFilm(pixels=pixels, male=male, age_months=age, study_date=seen, notes=notes)

@@ -63,15 +63,23 @@ def _check_pixels(w: int, h: int, name: str) -> None:
         )
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Decode PNG/JPEG/DICOM bytes to a 2-D uint8 or uint16 array (DICOM: display-ready)."""
+COLOUR_NOTE = "a colour picture, not a radiograph: the estimate is not meaningful"
+
+
+def decode_image(data: bytes, name: str = "image", notes: list[str] | None = None
+                 ) -> np.ndarray:
+    """Decode PNG/JPEG/DICOM bytes to a 2-D uint8 or uint16 array (DICOM: display-ready).
+    `notes`, when given, collects what the file says against it being a hand radiograph."""
     fmt = sniff_format(data)
     if fmt is None:
         raise BoneAgeError(f"{name}: not an image (expected PNG, JPEG or DICOM)")
     if fmt == "dicom":
         from boneage.data.dicom import decode_dicom
 
-        return decode_dicom(data, name).pixels
+        d = decode_dicom(data, name)
+        if notes is not None:
+            notes += d.notes
+        return d.pixels
     size = header_size(data, fmt)
     if size is None:
         raise BoneAgeError(f"{name}: unreadable {fmt.upper()} header (truncated or corrupt file)")
@@ -81,7 +89,17 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise BoneAgeError(f"{name}: corrupt {fmt.upper()} data, could not decode")
+    if notes is not None and is_colour(img):
+        notes.append(COLOUR_NOTE)
     return to_gray(img)
+
+
+def is_colour(img: np.ndarray) -> bool:
+    """Really colour, not grey stored as RGB (JPEG leaves a few levels between channels)."""
+    if img.ndim != 3 or img.shape[2] < 3:
+        return False
+    c = img[::4, ::4, :3].astype(np.int32)
+    return float(np.mean(np.abs(c[..., 0] - c[..., 1]) + np.abs(c[..., 1] - c[..., 2]))) > 12
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
@@ -117,12 +135,47 @@ def read_image(path: str | Path) -> np.ndarray:
     return decode_image(read_bytes(path), str(path))
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in a folder, sorted by name (hidden files skipped)."""
+def _why_not_an_image(p: Path) -> str | None:
+    """None for a readable PNG/JPEG/DICOM (by content: PACS exports often have no suffix),
+    else the reason to skip it."""
+    try:
+        if p.is_symlink() and not p.exists():
+            return "broken or looping link"
+        if not p.is_file():
+            return "not a regular file"
+        with open(p, "rb") as f:
+            head = f.read(132)
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    return None if sniff_format(head) else "not an image"
+
+
+def list_images(folder: str | Path, skipped: dict[str, list[str]] | None = None) -> list[Path]:
+    """Image files directly in a folder, recognised by their content, sorted by name. Hidden
+    files and subfolders are passed over; every other file that is not an image is recorded in
+    `skipped` (reason -> names) when given."""
     d = Path(folder)
     if not d.is_dir():
         raise BoneAgeError(f"{d}: no such folder")
-    return sorted(
-        p for p in d.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    found = []
+    for p in sorted(d.iterdir()):
+        if p.name.startswith(".") or (p.is_dir() and not p.is_symlink()):
+            continue
+        why = _why_not_an_image(p)
+        if why is None:
+            found.append(p)
+        elif skipped is not None:
+            skipped.setdefault(why, []).append(p.name)
+    return found
+
+
+def skipped_summary(folder: str | Path, skipped: dict[str, list[str]]) -> str | None:
+    """One line: how many files of a folder were skipped, and why (a few names each)."""
+    if not skipped:
+        return None
+    parts = []
+    for why, names in skipped.items():
+        shown = ", ".join(repr(n)[1:-1] for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        parts.append(f"{len(names)} {why} ({shown})")
+    total = sum(len(v) for v in skipped.values())
+    return f"{folder}: skipped {total} file(s): " + "; ".join(parts)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from boneage.data.images import IMAGE_SUFFIXES, list_images
+from boneage.data.images import IMAGE_SUFFIXES, list_images, skipped_summary
 from boneage.errors import BoneAgeError
 
 MAX_MONTHS = 240.0
@@ -231,12 +231,14 @@ def read_labels(
 
 def table_from_folder(images_dir: str | Path) -> LabelTable:
     """An unlabelled table of every image in a folder (for prepare / predict without labels)."""
-    paths = list_images(images_dir)
+    skipped: dict[str, list[str]] = {}
+    paths = list_images(images_dir, skipped)
     if not paths:
         raise BoneAgeError(f"{images_dir}: no PNG, JPEG or DICOM images found")
+    note = skipped_summary(images_dir, skipped)
     stems = Counter(p.stem for p in paths)
     records = [Record(p.stem if stems[p.stem] == 1 else p.name, p, None, None) for p in paths]
-    return LabelTable(records, source=str(images_dir))
+    return LabelTable(records, source=str(images_dir), notes=[note] if note else [])
 
 
 def load_table(

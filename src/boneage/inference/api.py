@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ class Film:
     male: bool | None = None
     age_months: float | None = None
     study_date: str | None = None  # ISO date, from the DICOM header
+    notes: list[str] = field(default_factory=list)  # what the file says against a hand film
 
 
 def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) -> Film:
@@ -66,8 +67,14 @@ def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) 
 
         d = decode_dicom(data, label)
         return Film(label, ToUint8()(d.pixels, {}), d.male, d.age_months,
-                    d.study_date.isoformat() if d.study_date else None)
-    return Film(label, ToUint8()(decode_image(data, label), {}))
+                    d.study_date.isoformat() if d.study_date else None, list(d.notes))
+    notes: list[str] = []
+    return Film(label, ToUint8()(decode_image(data, label, notes), {}), notes=notes)
+
+
+def without_pixels(film: Film) -> Film:
+    """The film's header facts without its pixels (cheap to send between processes)."""
+    return replace(film, pixels=None)
 
 
 def check_age(months: float | None, what: str = "chronological age") -> float | None:
@@ -96,11 +103,12 @@ def resolve_sex(value: Any, film: Film) -> bool:
 
 def prepare_film(film: Film, pipeline: Pipeline) -> tuple[np.ndarray, dict[str, Any]]:
     """The model's cached preprocessing, plus what the quality checks need from the raw film."""
-    from boneage.inference.quality import border_brightness
+    from boneage.inference.quality import border_brightness, texture
     from boneage.preprocess.hand import finger_gaps
 
     meta: dict[str, Any] = {"border_brightness": border_brightness(film.pixels),
                             "finger_gaps": finger_gaps(film.pixels),
+                            "texture": texture(film.pixels),
                             "film_shape": film.pixels.shape[:2]}
     return pipeline.cached_part(film.pixels, meta), meta
 
@@ -137,7 +145,7 @@ class BoneAgeModel:
                       prepared: list[tuple[np.ndarray, dict]] | None = None
                       ) -> list[BoneAgeResult]:
         """The core: prepared images -> (TTA) model -> interval, comparison, warnings."""
-        from boneage.inference.quality import NOT_A_HAND, novelty, quality_warnings
+        from boneage.inference.quality import MEANINGLESS, novelty, quality_warnings
         from boneage.inference.reference import compare_ages, reference_range
         from boneage.inference.uncertainty import has_interval, interval
 
@@ -170,8 +178,8 @@ class BoneAgeModel:
                 r.interval_high_months = round(float(highs[i]), 1)
             else:
                 r.warnings.append("model not calibrated: no interval")
-            quality = quality_warnings(prepared[i][1], ba,
-                                       None if nov is None else float(nov[i]), ref)
+            quality = film.notes + quality_warnings(prepared[i][1], ba,
+                                                    None if nov is None else float(nov[i]), ref)
             if cas[i] is not None:
                 c = compare_ages(ba, cas[i], bool(male[i]))
                 r.chronological_age_months = round(cas[i], 1)
@@ -181,7 +189,7 @@ class BoneAgeModel:
                     lo, hi = reference_range(bool(male[i]))
                     r.warnings.append(f"chronological age outside the reference range "
                                       f"({lo:.0f}-{hi:.0f} months): no SDS or category")
-                elif not any(NOT_A_HAND in w for w in quality):
+                elif not any(MEANINGLESS in w for w in quality):
                     r.sds, r.category = c.sds, c.category
             r.warnings += quality
             results.append(r)

@@ -12,10 +12,16 @@ from typing import IO, Any
 
 import numpy as np
 
-from boneage.data.images import list_images
+from boneage.data.images import list_images, skipped_summary
 from boneage.data.labels import read_labels
 from boneage.errors import BoneAgeError
-from boneage.inference.api import RESULT_COLUMNS, BoneAgeModel, BoneAgeResult, Film, read_film
+from boneage.inference.api import (
+    RESULT_COLUMNS,
+    BoneAgeModel,
+    BoneAgeResult,
+    read_film,
+    without_pixels,
+)
 from boneage.preprocess.steps import Pipeline
 
 CHUNK = 16
@@ -26,7 +32,11 @@ def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
     files, errors = [], []
     for p in map(Path, paths):
         if p.is_dir():
-            found = list_images(p)
+            skipped: dict[str, list[str]] = {}
+            found = list_images(p, skipped)
+            note = skipped_summary(p, skipped)
+            if note:
+                print(f"note: {note}", file=sys.stderr)
             if not found:
                 errors.append(f"{p}: no PNG, JPEG or DICOM images in this folder")
             files += found
@@ -57,7 +67,7 @@ def _read_prepare(task: tuple[int, str, Pipeline]) -> tuple[int, Any, str]:
     try:
         film = read_film(path)
         prepared = prepare_film(film, pipeline)
-        return i, (Film(film.name, None, film.male, film.age_months), prepared), ""
+        return i, (without_pixels(film), prepared), ""
     except BoneAgeError as e:
         return i, None, str(e)
     except Exception as e:  # a decoder's own error on one file must not stop the batch
@@ -107,10 +117,10 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
     from boneage.preprocess.prepare import parallel_map
 
     chronological_age = check_age(chronological_age)
+    by_id = from_labels(labels, skip_invalid)  # a bad labels file stops before any work
     files, errors = expand(paths)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
-    by_id = from_labels(labels, skip_invalid)
     from boneage.fileio import ensure_writable_dir
 
     for folder in (heatmap_dir, report_dir):

@@ -93,13 +93,17 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
         if study_date:
             who += f"     Study date: {study_date}"
         fig.text(left, 0.93, who, fontsize=10)
-        # film and heatmap side by side, each at the film's own shape
-        top, img_h = 0.905, 0.34
+        # film and heatmap side by side, each at the film's own shape; the panels are as tall
+        # as that shape needs (more room without the growth chart)
+        top = 0.905
         panels = [(film, "film", "gray")]
         if heatmap_bgr is not None:
             panels.append((heatmap_bgr[:, :, ::-1], "regions that drove the estimate "
                            "(Grad-CAM++)", None))
         pw = width / len(panels)
+        tallest = 0.30 if result.chronological_age_months is not None else 0.48
+        fh, fw = film.shape[:2]
+        img_h = min(tallest, (pw - 0.02) * 8.27 * fh / fw / 11.69)
         for k, (pic, title, cmap) in enumerate(panels):
             ax = fig.add_axes([left + k * pw + 0.01, top - img_h, pw - 0.02, img_h])
             ax.imshow(pic, cmap=cmap, vmin=0, vmax=255, interpolation="antialiased")
@@ -130,7 +134,7 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
                 y -= 0.014
         male = result.sex == "M"
         if result.chronological_age_months is not None and y > 0.30:
-            ax3 = fig.add_axes([0.14, 0.10, 0.72, min(0.26, y - 0.14)])
+            ax3 = fig.add_axes([0.14, 0.13, 0.72, min(0.26, y - 0.17)])
             interval = None
             if result.interval_low_months is not None:
                 interval = (result.interval_low_months, result.interval_high_months)
