@@ -21,6 +21,23 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _bounded(kind: type, lo: float, hi: float):
+    """An argparse type: a finite number of `kind` between lo and hi."""
+    import math
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v) or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}, got {text}")
+        return v
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _add_data_args(p: argparse.ArgumentParser, labels_required: bool = False) -> None:
     """The same front door for every command that reads a data set."""
     p.add_argument("--images", metavar="DIR", help="folder of films (<id>.png/.jpg/.dcm)")
@@ -363,28 +380,35 @@ def cmd_serve(a: argparse.Namespace) -> int:
     settings = Settings(api_key=a.api_key or os.environ.get("BONEAGE_API_KEY") or None,
                         max_upload_bytes=int(a.max_upload_mb * 2**20), workers=a.workers,
                         queue=a.queue, keep_uploads=keep and Path(keep),
-                        cors_origins=tuple(a.cors_origin or ()))
+                        cors_origins=tuple(a.cors_origin or ()), docs=a.docs)
     app = create_app(load_model(a.model, a.backend), settings)
+    from boneage.service.protocol import HeaderDeadlineProtocol
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    print(f"serving {app.state.model.name} on http://{a.host}:{a.port} (docs at /docs)")
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False)
+    print(f"serving {app.state.model.name} on http://{a.host}:{a.port}"
+          + (" (API docs at /docs)" if a.docs else ""))
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False,
+                http=HeaderDeadlineProtocol, timeout_keep_alive=5)
     return 0
 
 
 def _parser_serve(sub) -> None:
     p = sub.add_parser("serve", help="web service and page (FastAPI under uvicorn)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (localhost by default)")
-    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--port", type=_bounded(int, 1, 65535), default=8000, help="1-65535")
     p.add_argument("--model", default="default", metavar="NAME_OR_PATH")
     p.add_argument("--backend", choices=("torch", "onnx"))
-    p.add_argument("--workers", type=_positive_int, default=1, help="inference threads")
-    p.add_argument("--queue", type=int, default=8, help="requests waiting beyond the workers "
-                   "before 503")
+    p.add_argument("--workers", type=_bounded(int, 1, 64), default=1, help="inference threads")
+    p.add_argument("--queue", type=_bounded(int, 0, 10_000), default=8,
+                   help="requests waiting beyond the workers before 503 (0 or more)")
     p.add_argument("--api-key", help="require this key (X-API-Key); or env BONEAGE_API_KEY")
-    p.add_argument("--max-upload-mb", type=float, default=64.0)
+    p.add_argument("--max-upload-mb", type=_bounded(float, 0.01, 4096), default=64.0,
+                   help="largest upload accepted, in MB (default 64)")
     p.add_argument("--keep-uploads", metavar="DIR", help="save uploads here (off by default)")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="allow this origin (repeatable; CORS is off by default)")
+    p.add_argument("--docs", action="store_true", help="serve the interactive API docs at "
+                   "/docs (they load Swagger UI from a CDN, so they need internet)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -411,10 +435,17 @@ def _parser_export(sub) -> None:
 
 
 # ------------------------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line naming the command and its --help, and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from boneage import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="boneage",
         description="Skeletal (bone) age from a hand radiograph: prepare data, train, evaluate, "
         "compare models.",

@@ -3,3 +3,7 @@
 
 class BoneAgeError(Exception):
     """A problem with the user's input or environment: reported as one line, never a traceback."""
+
+
+class TooLarge(BoneAgeError):
+    """An input over a size limit (pixels, decoded or inflated bytes): HTTP 413."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -44,8 +46,12 @@ def test_health_models_and_docs(client):
     assert h["api_key_required"] is False and h["heatmaps"] is True
     m = client.get("/v1/models").json()["models"][0]
     assert m["arch"] == "resnet18" and m["calibrated"] is False
-    assert client.get("/docs").status_code == 200
-    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+    # the interactive docs load scripts from a CDN: off unless asked for
+    assert client.get("/docs").status_code == 404 and "error" in client.get("/docs").json()
+    spec = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]
+    fields = spec["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert {"file", "sex", "chronological_age_months", "heatmap"} <= set(fields)
+    assert client.head("/").status_code == 200 and client.head("/health").status_code == 200
 
 
 def test_predict_same_keys_as_cli_json(client):
@@ -106,6 +112,98 @@ def test_pixel_bomb_413(client):
     assert r.status_code == 413
 
 
+def test_every_error_is_json(client):
+    r = client.get("/nowhere")
+    assert r.status_code == 404 and r.json() == {"error": "no such page or endpoint"}
+    r = client.get("/v1/predict")
+    assert r.status_code == 405 and "error" in r.json()
+    r = client.post("/v1/predict", content=b"--x\r\nbroken", headers={
+        "content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400 and "error" in r.json()
+    r = client.post("/v1/predict", content=b"{}", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "multipart" in r.json()["error"]
+    r = client.post("/v1/predict", files={"file": ("f.png", png(), "image/png")},
+                    data={"sex": "F", "colour": "red"})
+    assert r.status_code == 400 and "unknown field" in r.json()["error"]
+
+
+@contextmanager
+def running(app, **protocol_settings):
+    """The app under a real uvicorn (with our header-deadline protocol) on a loopback port."""
+    import socket
+
+    import uvicorn
+
+    from boneage.service import protocol
+
+    saved = {k: getattr(protocol, k) for k in protocol_settings}
+    for k, v in protocol_settings.items():
+        setattr(protocol, k, v)
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           http=protocol.HeaderDeadlineProtocol))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        t.join(10)
+        for k, v in saved.items():
+            setattr(protocol, k, v)
+
+
+def test_chunked_upload_refused_while_it_streams(model_path):  # noqa: F811
+    """300 MB sent chunked, without Content-Length: the 413 arrives after about the limit has
+    been counted, not after the whole body."""
+    import select
+    import socket
+
+    app = create_app(load_model(str(model_path)), Settings(max_upload_bytes=4 * 2**20))
+    with running(app) as port, socket.create_connection(("127.0.0.1", port)) as sk:
+        sk.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                   b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+        piece = b"\0" * (1 << 20)
+        chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
+        sent = 0
+        try:
+            while sent < 300 and not select.select([sk], [], [], 0)[0]:
+                sk.sendall(chunk)
+                sent += 1
+        except OSError:  # the server closed the connection after answering
+            pass
+        answer = sk.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    assert sent < 40  # MB: stopped near the 4 MB limit, far from 300
+
+
+def test_headers_trickled_slowly_are_cut_off(model_path):  # noqa: F811
+    import socket
+
+    app = create_app(load_model(str(model_path)))
+    with running(app, HEADER_TIMEOUT_S=1.0) as port, \
+            socket.create_connection(("127.0.0.1", port)) as sk:
+        sk.settimeout(5)
+        t0 = time.monotonic()
+        closed = False
+        for ch in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+            try:
+                sk.sendall(bytes([ch]))
+                time.sleep(0.1)
+            except OSError:
+                closed = True
+                break
+            if time.monotonic() - t0 > 4:
+                break
+        if not closed:
+            closed = sk.recv(100) == b""
+    assert closed and time.monotonic() - t0 < 4
+
+
 def test_api_key(model_path):  # noqa: F811
     c = TestClient(create_app(load_model(str(model_path)), Settings(api_key="s3cret")))
     files = {"file": ("f.png", png(), "image/png")}
@@ -117,7 +215,23 @@ def test_api_key(model_path):  # noqa: F811
     assert c.get("/health").status_code == 200  # health stays open for monitors
     assert c.get("/health").json()["api_key_required"] is True  # the page asks for the key
     assert c.post("/v1/predict").status_code == 401  # the key is checked before the fields
-    assert c.get("/v1/models").status_code == 401
+    for method, route in (("get", "/v1/models"), ("get", "/v1/reference"),
+                          ("post", "/v1/predict"), ("post", "/v1/report")):
+        r = getattr(c, method)(route)
+        assert r.status_code == 401 and "API key" in r.json()["error"], route
+
+
+def test_cors_preflight_with_an_api_key(model_path):  # noqa: F811
+    c = TestClient(create_app(load_model(str(model_path)), Settings(
+        api_key="k", cors_origins=("https://ris.example",))))
+    pre = c.options("/v1/predict", headers={
+        "origin": "https://ris.example", "access-control-request-method": "POST",
+        "access-control-request-headers": "x-api-key"})
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "https://ris.example"
+    denied = c.post("/v1/predict", headers={"origin": "https://ris.example"})
+    assert denied.status_code == 401  # and the browser can read why:
+    assert denied.headers["access-control-allow-origin"] == "https://ris.example"
 
 
 def test_full_queue_503_with_retry_after(model_path):  # noqa: F811
@@ -149,16 +263,32 @@ def test_full_queue_503_with_retry_after(model_path):  # noqa: F811
 
 
 def test_nothing_written_unless_asked(model_path, tmp_path, monkeypatch):  # noqa: F811
-    from starlette.formparsers import MultiPartParser
+    import tempfile
+
+    from starlette import formparsers
 
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
+    spilled = []
+
+    class Watched(tempfile.SpooledTemporaryFile):
+        def rollover(self):  # the moment a spooled upload would go to a file on disk
+            spilled.append(self._max_size)
+            super().rollover()
+
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile", Watched)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", Watched)
+    default_spool = formparsers.MultiPartParser.spool_max_size
     c = TestClient(create_app(load_model(str(model_path))))
-    assert c.post("/v1/predict", files={"file": ("f.png", png(), "image/png")},
-                  data={"sex": "M"}).status_code == 200
-    assert sorted(tmp_path.rglob("*")) == before
-    # uploads up to the limit stay in memory (Starlette would spool parts over 1 MB to disk)
-    assert MultiPartParser.spool_max_size > Settings().max_upload_bytes
+    rng = np.random.default_rng(0)
+    big = cv2.imencode(".png", (rng.random((1400, 1100)) * 255).astype(np.uint8))[1].tobytes()
+    assert len(big) > 1.2 * default_spool  # over Starlette's 1 MB in-memory spool
+    for data in (png(), big):
+        r = c.post("/v1/predict", files={"file": ("f.png", data, "image/png")},
+                   data={"sex": "M"})
+        assert r.status_code == 200, r.text
+    assert spilled == [] and sorted(tmp_path.rglob("*")) == before
+    assert formparsers.MultiPartParser.spool_max_size == default_spool  # no process-wide change
     keep = tmp_path / "kept"
     keep.mkdir()
     c = TestClient(create_app(load_model(str(model_path)), Settings(keep_uploads=keep)))

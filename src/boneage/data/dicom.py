@@ -10,21 +10,23 @@ turned to grey by luminance; films too small to be radiographs are refused."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import struct
+import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
 
-from boneage.errors import BoneAgeError
+from boneage.errors import BoneAgeError, TooLarge
 
 DAYS_PER_MONTH = 365.25 / 12
 # decoded pixel data of every frame (the header's claim), and a deflated data set once inflated
 MAX_DICOM_BYTES = int(os.environ.get("BONEAGE_MAX_DICOM_BYTES", 1 << 30))
 MAX_INFLATED_BYTES = int(os.environ.get("BONEAGE_MAX_INFLATED_BYTES", 512 << 20))
-MIN_SIDE = 32  # pixels: smaller is no radiograph
 DEFLATED = b"1.2.840.10008.1.2.1.99"
 RADIOGRAPHY = {"CR", "DX", "RG", "DR", "OT", ""}  # OT: secondary capture, often scanned films
 HAND_PARTS = ("HAND", "WRIST", "FINGER", "EXTREMITY", "UPPER LIMB", "UPPERLIMB", "ARM", "")
@@ -73,7 +75,7 @@ def _check_inflated_size(data: bytes, name: str) -> None:
         while chunk:
             total += len(inflater.decompress(chunk, 1 << 20))
             if total > MAX_INFLATED_BYTES:
-                raise BoneAgeError(f"{name}: deflated DICOM inflates to over "
+                raise TooLarge(f"{name}: deflated DICOM inflates to over "
                                    f"{MAX_INFLATED_BYTES >> 20} MB: refused (set "
                                    "BONEAGE_MAX_INFLATED_BYTES to raise the limit)")
             chunk = inflater.unconsumed_tail
@@ -102,12 +104,9 @@ def _check_header(ds, name: str) -> None:
     _check_pixels(cols, rows, name)
     claimed = max(frames, 1) * rows * cols * max(samples, 1) * max(1, (bits + 7) // 8)
     if claimed > MAX_DICOM_BYTES:
-        raise BoneAgeError(f"{name}: DICOM claims {frames} frame(s) of {cols}x{rows}x{samples}, "
+        raise TooLarge(f"{name}: DICOM claims {frames} frame(s) of {cols}x{rows}x{samples}, "
                            f"{claimed >> 20} MB of pixels, over the limit of "
                            f"{MAX_DICOM_BYTES >> 20} MB: refused")
-    if min(rows, cols) < MIN_SIDE:
-        raise BoneAgeError(f"{name}: DICOM image is {cols}x{rows} pixels, too small for a "
-                           "radiograph")
 
 
 def header_notes(ds) -> list[str]:
@@ -124,7 +123,27 @@ def header_notes(ds) -> list[str]:
     return notes
 
 
+@contextmanager
+def _quiet_pydicom():
+    """pydicom logs (with tracebacks) and warns about files it can still read or will refuse;
+    what the user needs is our one line, so its chatter is held back while we decode."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def decode_dicom(data: bytes, name: str = "image") -> DicomFilm:
+    with _quiet_pydicom():
+        return _decode_dicom(data, name)
+
+
+def _decode_dicom(data: bytes, name: str) -> DicomFilm:
     try:
         import pydicom
         from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from boneage.errors import BoneAgeError
+from boneage.errors import BoneAgeError, TooLarge
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 MAX_PIXELS = int(os.environ.get("BONEAGE_MAX_PIXELS", 80_000_000))  # ~9000 x 9000
@@ -55,9 +55,15 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     return None
 
 
+MIN_SIDE = 32  # pixels: a smaller picture is no radiograph
+
+
 def _check_pixels(w: int, h: int, name: str) -> None:
+    """From the header, before any decoding: a decompression bomb or a picture too small."""
+    if min(w, h) < MIN_SIDE:
+        raise BoneAgeError(f"{name}: image is {w}x{h} pixels, too small for a radiograph")
     if w * h > MAX_PIXELS:
-        raise BoneAgeError(
+        raise TooLarge(
             f"{name}: image is {w}x{h} pixels, over the limit of {MAX_PIXELS:,} "
             "(set BONEAGE_MAX_PIXELS to raise it)"
         )

@@ -1,8 +1,15 @@
 """The web service: one model loaded once, inference off the event loop in a bounded pool with
 a bounded queue, JSON errors with the right status, and no patient data in logs or on disk.
 
-Statuses: 400 missing or invalid field, 401 missing or wrong API key, 413 upload or image too
-large, 415 not an image or DICOM, 422 unreadable image, 503 (with Retry-After) queue full.
+Statuses: 400 missing or invalid field, 401 missing or wrong API key, 404/405 no such route or
+method, 408 request body too slow, 413 upload or image too large, 415 not an image or DICOM, 422
+unreadable image, 503 (with Retry-After) queue full. Every error is `{"error": "..."}`.
+
+Uploads are read by our own bounded reader, not by the framework's form parser: the queue slot
+is taken before the body is read (a full server turns uploads away before receiving them), the
+body is counted as it arrives and refused with 413 as soon as it passes the limit (with or
+without Content-Length), a stalled body ends with 408, and the parts stay in memory (nothing
+reaches the disk).
 """
 
 from __future__ import annotations
@@ -15,33 +22,46 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from boneage import __version__
 from boneage.data.images import sniff_format
-from boneage.errors import BoneAgeError
+from boneage.errors import BoneAgeError, TooLarge
 from boneage.inference.api import BoneAgeModel, check_age, read_film, resolve_sex
 from boneage.service.schemas import Error, Health, ModelInfo, ModelList, Prediction
 
 log = logging.getLogger("boneage.service")
 
-# form fields, at module level so that FastAPI can resolve the postponed annotations
-File_ = Annotated[UploadFile, File(description="the film: PNG, JPEG or DICOM")]
-Sex = Annotated[str | None, Form(description="M or F (optional for a DICOM with PatientSex)")]
-Age = Annotated[float | None, Form(description="months; optional")]
-Heatmap = Annotated[bool, Form(description="include a Grad-CAM++ overlay on the film")]
-Identifier = Annotated[str | None, Form(max_length=120, description="patient or accession "
-                                        "identifier, printed on the report and used in its file "
-                                        "name; never stored or logged")]
-StudyDate = Annotated[str | None, Form(max_length=10, description="YYYY-MM-DD; printed on the "
-                                       "report (else the DICOM's StudyDate)")]
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
+BODY_IDLE_S = 20.0  # the longest pause allowed between two pieces of a request body
+BODY_TOTAL_S = 300.0  # the longest a whole body may take to arrive
+FIELDS = {
+    "file": ("binary", "the film: PNG, JPEG or DICOM"),
+    "sex": ("string", "M or F (optional for a DICOM with PatientSex)"),
+    "chronological_age_months": ("number", "months; optional"),
+    "heatmap": ("boolean", "include a Grad-CAM++ overlay on the film (/v1/predict)"),
+    "identifier": ("string", "patient or accession identifier, printed on the report and in its "
+                   "file name; never stored or logged (/v1/report)"),
+    "study_date": ("string", "YYYY-MM-DD, printed on the report (else the DICOM's StudyDate; "
+                   "/v1/report)"),
+}
+
+
+def _form_doc(names: tuple[str, ...]) -> dict[str, Any]:
+    """The multipart body for the OpenAPI description (the form is parsed by `read_form`)."""
+    props = {n: ({"type": "string", "format": "binary"} if t == "binary" else {"type": t})
+             | {"description": d} for n, (t, d) in FIELDS.items() if n in names}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"], "properties": props}}}}}
 
 
 def jpeg_data_url(image) -> str:
@@ -76,6 +96,7 @@ class Settings:
     queue: int = 8
     keep_uploads: Path | None = None
     cors_origins: tuple[str, ...] = ()
+    docs: bool = False  # /docs loads Swagger UI from a CDN: off unless asked for
 
 
 class Gate:
@@ -96,47 +117,143 @@ class Gate:
             self.inside -= 1
 
 
+@dataclass
+class Form:
+    file: bytes
+    filename: str
+    fields: dict[str, str]
+
+    def text(self, name: str, max_len: int = 200) -> str | None:
+        v = self.fields.get(name)
+        if v is None or v.strip() == "":
+            return None
+        if len(v) > max_len:
+            raise HTTPError(400, f"{name}: longer than {max_len} characters")
+        return v.strip()
+
+    def flag(self, name: str) -> bool:
+        v = (self.text(name) or "false").lower()
+        if v not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise HTTPError(400, f"{name}: expected true or false")
+        return v in ("true", "1", "yes", "on")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, counted as it arrives: 413 as soon as it passes `limit` (whatever
+    Content-Length says, or without one), 408 when it stalls."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise HTTPError(413, f"upload over the limit of {limit // 2**20} MB")
+    body = bytearray()
+    start = time.monotonic()
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), BODY_IDLE_S)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise HTTPError(408, "the request body stopped arriving") from None
+        body += chunk
+        if len(body) > limit:
+            raise HTTPError(413, f"upload over the limit of {limit // 2**20} MB")
+        if time.monotonic() - start > BODY_TOTAL_S:
+            raise HTTPError(408, "the request body took too long to arrive")
+    return bytes(body)
+
+
+async def read_form(request: Request, max_upload: int) -> Form:
+    """One multipart form with one file, parsed in memory."""
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPError(400, "expected a multipart/form-data upload with a 'file' field")
+    body = await read_body(request, max_upload + FORM_OVERHEAD)
+
+    async def once():
+        yield body
+
+    parser = MultiPartParser(request.headers, once(), max_files=1, max_fields=len(FIELDS))
+    parser.spool_max_size = len(body) + 1  # this parser's parts stay in memory
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise HTTPError(400, f"malformed upload: {e.message}") from None
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise HTTPError(400, "file: a film is required (a 'file' field)")
+    data = await upload.read()
+    if len(data) > max_upload:
+        raise HTTPError(413, f"upload over the limit of {max_upload // 2**20} MB")
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
+    return Form(data, Path(upload.filename or "upload").name or "upload", fields)
+
+
 def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
-    app = FastAPI(title="boneage", version=__version__,
-                  description="Bone age from a hand radiograph. Research use only.")
     pool = ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="infer")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        pool.shutdown(wait=True, cancel_futures=True)  # a clean stop finishes what it started
+
+    app = FastAPI(title="boneage", version=__version__, lifespan=lifespan,
+                  docs_url="/docs" if s.docs else None, redoc_url=None,
+                  description="Bone age from a hand radiograph. Research use only.")
     gate = Gate(s.workers + s.queue)
     app.state.model, app.state.settings, app.state.gate = model, s, gate
-    # keep uploads in memory: Starlette spools parts over 1 MB to temporary files on disk
-    from starlette.formparsers import MultiPartParser
 
-    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size,
-                                         s.max_upload_bytes + 2**20)
-    if s.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["*"])
+    def error(status: int, message: str, headers: dict[str, str] | None = None):
+        return JSONResponse({"error": message}, status, headers=headers)
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
+        return error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _route_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        words = {404: "no such page or endpoint", 405: "method not allowed here"}
+        return error(exc.status_code, words.get(exc.status_code, str(exc.detail)),
+                     getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 400)
+        return error(400, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected %s on %s %s", type(exc).__name__, request.method,
+                  request.url.path)  # the type only: a message could carry patient data
+        return error(500, "internal error (logged on the server)")
 
     @app.middleware("http")
     async def _access_log(request: Request, call_next):
         t0 = time.perf_counter()
-        if s.api_key is not None and request.url.path.startswith("/v1/"):
+        # the key is checked before the body is read (401 first); CORS preflights carry no
+        # credentials by design and are answered by the CORS layer outside this one
+        if (s.api_key is not None and request.url.path.startswith("/v1/")
+                and request.method != "OPTIONS"):
             try:
-                check_key(request)  # before the body is parsed: 401 comes first
+                check_key(request)
             except HTTPError as e:
-                return JSONResponse({"error": e.message}, e.status)
+                return error(e.status, e.message)
         response = await call_next(request)
         # method, path, status and time only: never file names, DICOM tags or form values
         log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code,
                  (time.perf_counter() - t0) * 1000)
         return response
+
+    if s.cors_origins:  # added last, so it wraps everything: errors carry CORS headers too
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
 
     def check_key(request: Request) -> None:
         if s.api_key is None:
@@ -148,28 +265,13 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
         if not secrets.compare_digest(given.encode(), s.api_key.encode()):
             raise HTTPError(401, "missing or wrong API key (send X-API-Key)")
 
-    async def read_upload(request: Request, file: UploadFile) -> bytes:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > s.max_upload_bytes + 1_000_000:
-            raise HTTPError(413, f"upload over the limit of {s.max_upload_bytes // 2**20} MB")
-        data = bytearray()
-        while chunk := await file.read(1 << 20):
-            data += chunk
-            if len(data) > s.max_upload_bytes:
-                raise HTTPError(413, f"upload over the limit of {s.max_upload_bytes // 2**20} MB")
-        if not data:
-            raise HTTPError(400, "file: empty upload")
-        if sniff_format(bytes(data)) is None:
-            raise HTTPError(415, "file: not an image (PNG, JPEG or DICOM expected)")
-        return bytes(data)
-
     def estimate(data: bytes, name: str, sex: str | None, age: float | None, heatmap: bool):
         """(result, film, heatmap or None); runs in the inference pool."""
         try:
             film = read_film(data, name=name)
         except BoneAgeError as e:
             msg = str(e).removeprefix(f"{name}: ")
-            raise HTTPError(413 if "over the limit" in msg else 422, f"file: {msg}") from None
+            raise HTTPError(413 if isinstance(e, TooLarge) else 422, f"file: {msg}") from None
         if sex in (None, "") and film.male is None:
             raise HTTPError(400, "sex: choose M or F (the bone-age standards differ by sex; "
                             "this film carries no PatientSex)")
@@ -194,49 +296,54 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
                 "film": jpeg_data_url(display_film(film.pixels)),
                 "heatmap": None if heat is None else jpeg_data_url(heat)}
 
-    async def run(request: Request, file: UploadFile, sex: str | None, age: Any,
-                  heatmap: bool, render) -> Any:
-        """Shared by /v1/predict and /v1/report: checks, the upload, the gated pool (the API
-        key was checked by the middleware)."""
-        try:
-            age = check_age(age)
-        except BoneAgeError as e:
-            raise HTTPError(400, f"chronological_age_months: {e}") from None
-        data = await read_upload(request, file)
-        if s.keep_uploads is not None:
-            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.upload"
-            (s.keep_uploads / name).write_bytes(data)
-        if not gate.enter():
+    async def run(request: Request, render, heatmap: bool | None = None) -> Any:
+        """Shared by /v1/predict and /v1/report: the queue slot, the bounded upload, the checks,
+        the pool (the API key was checked by the middleware)."""
+        if not gate.enter():  # before the body is read: a full server receives no uploads
             raise HTTPError(503, "busy: the inference queue is full, retry shortly",
                             {"Retry-After": "1"})
         try:
+            form = await read_form(request, s.max_upload_bytes)
+            try:
+                age = check_age(form.text("chronological_age_months", 32))
+            except BoneAgeError as e:
+                raise HTTPError(400, f"chronological_age_months: {e}") from None
+            sex = form.text("sex", 16)
+            want_heatmap = form.flag("heatmap") if heatmap is None else heatmap
+            if not form.file:
+                raise HTTPError(400, "file: empty upload")
+            if sniff_format(form.file) is None:
+                raise HTTPError(415, "file: not an image (PNG, JPEG or DICOM expected)")
+            if s.keep_uploads is not None:
+                name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.upload"
+                (s.keep_uploads / name).write_bytes(form.file)
             loop = asyncio.get_running_loop()
-            name = Path(file.filename or "upload").name or "upload"
-            return await loop.run_in_executor(
-                pool, lambda: render(estimate(data, name, sex, age, heatmap)))
+            return await loop.run_in_executor(pool, lambda: render(
+                estimate(form.file, form.filename, sex, age, want_heatmap), form))
         finally:
             gate.leave()
 
     static = Path(__file__).parent / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(static / "index.html")
 
-    @app.get("/v1/reference")
+    @app.api_route("/v1/reference", methods=["GET", "HEAD"])
     async def reference_table() -> dict[str, Any]:
         """The Greulich & Pyle / Brush Foundation table (for growth charts)."""
         from boneage.inference.reference import reference
 
         return reference()
 
-    @app.get("/health", response_model=Health)
+    @app.api_route("/health", methods=["GET", "HEAD"], response_model=Health)
     async def health() -> Health:
         return Health(status="ok", model=model.name, version=__version__,
                       api_key_required=s.api_key is not None, heatmaps=model.explains)
 
-    @app.get("/v1/models", response_model=ModelList, responses={401: {"model": Error}})
+    @app.api_route("/v1/models", methods=["GET", "HEAD"], response_model=ModelList,
+                   responses={401: {"model": Error}})
     async def models(request: Request) -> ModelList:
         card = model.card
         cal = card.get("calibration") or {}
@@ -246,33 +353,33 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
             validation_mae_months=val.get("mae"), calibrated=bool(cal),
             interval_coverage=cal.get("coverage"))])
 
-    errors = {code: {"model": Error} for code in (400, 401, 413, 415, 422, 503)}
+    errors = {code: {"model": Error} for code in (400, 401, 408, 413, 415, 422, 503)}
 
-    @app.post("/v1/predict", response_model=Prediction, responses=errors)
-    async def predict(request: Request, file: File_, sex: Sex = None,
-                      chronological_age_months: Age = None,
-                      heatmap: Heatmap = False) -> dict[str, Any]:
-        return await run(request, file, sex, chronological_age_months, heatmap, as_json)
+    @app.post("/v1/predict", response_model=Prediction, responses=errors,
+              openapi_extra=_form_doc(("file", "sex", "chronological_age_months", "heatmap")))
+    async def predict(request: Request) -> dict[str, Any]:
+        """The estimate for one film, with the film (and its heatmap) for display."""
+        return await run(request, lambda out, form: as_json(out))
 
     @app.post("/v1/report", response_class=Response, responses={
         200: {"content": {"application/pdf": {}}, "description": "one-page PDF report"},
-        **errors})
-    async def report(request: Request, file: File_, sex: Sex = None,
-                     chronological_age_months: Age = None, identifier: Identifier = None,
-                     study_date: StudyDate = None) -> Response:
+        **errors}, openapi_extra=_form_doc(("file", "sex", "chronological_age_months",
+                                            "identifier", "study_date")))
+    async def report(request: Request) -> Response:
+        """A one-page PDF report for one film."""
         from boneage.inference.report import pdf_report, report_filename
 
-        if study_date and not _is_date(study_date):
-            raise HTTPError(400, "study_date: expected YYYY-MM-DD")
-        ident = (identifier or "").strip() or None
-
-        def as_pdf(out) -> tuple[bytes, str]:
+        def as_pdf(out, form: Form) -> tuple[bytes, str]:
+            ident = form.text("identifier", 120)
+            study = form.text("study_date", 10)
+            if study and not _is_date(study):
+                raise HTTPError(400, "study_date: expected YYYY-MM-DD")
             result, film, heat = out
             return (pdf_report(model, result, film.pixels, heat, identifier=ident or film.name,
-                               study_date=study_date or film.study_date),
+                               study_date=study or film.study_date),
                     report_filename(ident or Path(film.name).stem))
 
-        pdf, filename = await run(request, file, sex, chronological_age_months, True, as_pdf)
+        pdf, filename = await run(request, as_pdf, heatmap=True)
         return Response(pdf, media_type="application/pdf",
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 

@@ -1,0 +1,200 @@
+"""A hostile-input corpus, made at test time (small: bombs are built with few frames against
+lowered limits), plus pydicom's own test files, run against the CLI and the service: one-line
+errors and no tracebacks, statuses 200 or 4xx and never 5xx, memory bounded, nothing on disk."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from boneage.cli import main  # noqa: E402
+from boneage.data import dicom  # noqa: E402
+from boneage.data.synthetic import synthetic_film  # noqa: E402
+from boneage.errors import BoneAgeError  # noqa: E402
+from boneage.inference.api import load_model, read_film  # noqa: E402
+from boneage.service.app import Settings, create_app  # noqa: E402
+from tests.unit.test_predict import model_path  # noqa: E402,F401
+
+
+def dicom_bytes(pixels: np.ndarray, frames: int = 1, deflate: bool = False, **tags) -> bytes:
+    """A DICOM of `frames` copies of `pixels` (uint16), optionally deflated, with extra tags."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian if deflate else ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
+    ds.PatientSex = "F"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    ds.PixelData = pixels.astype(np.uint16).tobytes() * frames
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def corpus(tmp: Path) -> dict[str, Path]:
+    """Name -> file. Each is refused with one clear line, or estimated with a warning."""
+    film, _ = synthetic_film(height=300, width=240, seed=3)
+    rng = np.random.default_rng(0)
+    png = cv2.imencode(".png", film)[1].tobytes()
+    items = {
+        "empty": b"",
+        "text": b"patient list\nnot an image\n",
+        "pdf": b"%PDF-1.4\n1 0 obj<<>>endobj\n",
+        "html": b"<html><script>alert(1)</script></html>",
+        "random bytes": rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+        "png header only": png[:40],
+        "truncated png": png[: len(png) // 3],
+        "png pixel bomb": b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + struct.pack(">II", 60000, 60000)
+        + b"\x08\x00\x00\x00\x00" + b"\0" * 8,
+        "tiny png": cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes(),
+        "one-pixel-high png": cv2.imencode(".png", np.zeros((1, 3000), np.uint8))[1].tobytes(),
+        "jpeg header only": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+        "colour photo": cv2.imencode(".png", (rng.random((300, 400, 3)) * 255).astype(
+            np.uint8))[1].tobytes(),
+        "noise": cv2.imencode(".png", (rng.random((400, 300)) * 255).astype(np.uint8))[1]
+        .tobytes(),
+        "dicom preamble only": b"\0" * 128 + b"DICM",
+        "dicom garbage": b"\0" * 128 + b"DICM" + rng.integers(0, 256, 3000, dtype=np.uint8)
+        .tobytes(),
+        "deflated frame bomb": dicom_bytes(np.zeros((512, 512)), frames=64, deflate=True),
+        "claimed frames bomb": dicom_bytes(np.zeros((256, 256)), NumberOfFrames=100000),
+        "multi-frame film": dicom_bytes(film.astype(np.uint16) * 200, frames=3),
+        "MR of a hand": dicom_bytes(film.astype(np.uint16) * 200, Modality="MR"),
+        "chest CR": dicom_bytes(film.astype(np.uint16) * 200, Modality="CR",
+                                BodyPartExamined="CHEST"),
+    }
+    tmp.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, data in items.items():
+        p = tmp / name.replace(" ", "_")
+        p.write_bytes(data)
+        out[name] = p
+    import pydicom
+
+    for f in sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm")):
+        out[f"pydicom {f.name}"] = f
+    return out
+
+
+@pytest.fixture
+def lowered(monkeypatch):
+    """The bombs above are small; the limits are lowered to match (same code paths)."""
+    monkeypatch.setattr(dicom, "MAX_INFLATED_BYTES", 8 << 20)
+    monkeypatch.setattr(dicom, "MAX_DICOM_BYTES", 64 << 20)
+
+
+def test_deflated_bomb_refused_before_it_inflates(tmp_path, lowered):
+    data = dicom_bytes(np.zeros((512, 512)), frames=64, deflate=True)  # 32 MB inflated
+    assert len(data) < 200_000
+    tracemalloc.start()
+    with pytest.raises(BoneAgeError, match="inflates to over 8 MB"):
+        read_film(data, "bomb.dcm")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20  # counted in 1 MB steps, never held whole
+    with pytest.raises(BoneAgeError, match="over the limit of 64 MB"):
+        read_film(dicom_bytes(np.zeros((256, 256)), NumberOfFrames=100000), "claim.dcm")
+
+
+def test_multi_frame_and_colour_dicoms_are_read_as_one_grey_film(tmp_path):
+    film, _ = synthetic_film(height=300, width=240, seed=3)
+    f = read_film(dicom_bytes(film.astype(np.uint16) * 200, frames=3), "three.dcm")
+    assert f.pixels.shape == (300, 240) and f.pixels.dtype == np.uint8
+    import pydicom
+
+    files = Path(pydicom.__file__).parent / "data" / "test_files"
+    for name in ("SC_rgb_rle_2frame.dcm", "SC_rgb_rle_16bit_2frame.dcm",
+                 "examples_ybr_color.dcm"):
+        f = read_film(files / name)
+        assert f.pixels.ndim == 2 and any("colour" in n for n in f.notes), name
+
+
+def test_header_says_not_a_hand(model_path, tmp_path):  # noqa: F811
+    film, _ = synthetic_film(height=300, width=240, seed=3)
+    m = load_model(str(model_path))
+    r = m.predict(dicom_bytes(film.astype(np.uint16) * 200, Modality="MR"),
+                  chronological_age_months=100)
+    assert any("Modality is MR" in w for w in r.warnings) and r.sds is None
+    r = m.predict(dicom_bytes(film.astype(np.uint16) * 200, BodyPartExamined="CHEST"))
+    assert any("BodyPartExamined is CHEST" in w for w in r.warnings)
+    r = m.predict(dicom_bytes(film.astype(np.uint16) * 200, BodyPartExamined="HAND"))
+    assert not any("DICOM" in w for w in r.warnings)
+
+
+def test_cli_one_line_per_bad_file_and_no_traceback(model_path, tmp_path, lowered,  # noqa: F811
+                                                    capsys):
+    files = corpus(tmp_path / "c")
+    for name, path in files.items():
+        rc = main(["predict", str(path), "--sex", "F", "--model", str(model_path),
+                   "--no-tta", "--workers", "1"])
+        out = capsys.readouterr()
+        assert rc in (0, 1), (name, rc, out.err)
+        assert "Traceback" not in out.err + out.out, name
+        lines = [x for x in out.err.splitlines() if x.strip()]
+        errors = [x for x in lines if x.startswith("error:")]
+        assert all(x.startswith(("error:", "note:")) or "estimated" in x for x in lines), name
+        if rc == 1:
+            assert len(errors) == 1 and "\n" not in errors[0], name
+
+
+def test_folder_of_hostile_files_reads_by_content(model_path, tmp_path, capsys):  # noqa: F811
+    d = tmp_path / "export"
+    d.mkdir()
+    film, _ = synthetic_film(height=300, width=240, seed=3)
+    (d / "IM0001").write_bytes(dicom_bytes(film.astype(np.uint16) * 200))  # no suffix (PACS)
+    (d / "scan.pdf").write_bytes(b"%PDF-1.4\n")
+    (d / "notes.png").write_bytes(b"not really a png")
+    (d / "dangling.png").symlink_to(d / "nowhere.png")
+    (d / "loop.dcm").symlink_to(d / "loop.dcm")
+    assert main(["predict", str(d), "--model", str(model_path), "--format", "csv",
+                 "--no-tta"]) == 0
+    out = capsys.readouterr()
+    assert "IM0001" in out.out
+    note = [x for x in out.err.splitlines() if x.startswith("note:")]
+    assert len(note) == 1 and "skipped 4 file(s)" in note[0]
+    assert "2 not an image" in note[0] and "2 broken or looping link" in note[0]
+
+
+def test_service_never_answers_5xx(model_path, tmp_path, lowered):  # noqa: F811
+    files = corpus(tmp_path / "c")
+    before = set(os.listdir(tmp_path))
+    c = TestClient(create_app(load_model(str(model_path)), Settings()))
+    statuses = {}
+    for name, path in files.items():
+        for route in ("/v1/predict", "/v1/report"):
+            r = c.post(route, files={"file": (path.name, path.read_bytes(), "x/y")},
+                       data={"sex": "F"})
+            statuses[(name, route)] = r.status_code
+            assert r.status_code < 500, (name, route, r.text[:200])
+            if r.status_code >= 400:
+                body = r.json()
+                assert set(body) == {"error"} and "\n" not in body["error"], name
+    assert statuses[("deflated frame bomb", "/v1/predict")] == 413
+    assert statuses[("png pixel bomb", "/v1/predict")] == 413
+    assert statuses[("pdf", "/v1/predict")] == 415
+    assert statuses[("multi-frame film", "/v1/predict")] == 200
+    assert set(os.listdir(tmp_path)) == before  # nothing written beside the corpus
