@@ -232,7 +232,6 @@ def _parser_train(sub) -> None:
 
 # --------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    import json
 
     from boneage.evaluation.evaluate import evaluate
 
@@ -241,7 +240,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
     if a.json:
-        print(json.dumps(metrics))
+        from boneage.fileio import to_json
+
+        print(to_json(metrics))
     else:
         lo, hi = metrics["mae_ci95"]
         iv = metrics.get("interval")

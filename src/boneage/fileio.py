@@ -14,12 +14,10 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: the mode a plain open() would give new files
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Give a finished temporary file (from mkstemp, beside `path`) the mode a plain open()
+    would, and rename it into place in one step."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are shared
         os.replace(tmp, path)
     except BaseException:
@@ -27,12 +25,42 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    publish(tmp, path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """NaN and infinities (an R² of one film, say) as null: JSON has no NaN."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON (no NaN), anything unknown as its string."""
+    return json.dumps(json_safe(obj), allow_nan=False, default=str, **kwargs)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, to_json(obj, indent=2) + "\n")
 
 
 def atomic_write_csv(

@@ -198,3 +198,92 @@ def test_service_never_answers_5xx(model_path, tmp_path, lowered):  # noqa: F811
     assert statuses[("pdf", "/v1/predict")] == 415
     assert statuses[("multi-frame film", "/v1/predict")] == 200
     assert set(os.listdir(tmp_path)) == before  # nothing written beside the corpus
+
+
+def test_out_file_is_never_half_written(model_path, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """Two runs into the same --out at once, and a run stopped by Ctrl-C: each leaves a whole
+    CSV (header + complete rows) and no temporary file behind."""
+    import csv
+    import subprocess
+    import sys
+
+    d = tmp_path / "films"
+    d.mkdir()
+    for i in range(20):
+        film, _ = synthetic_film(height=200, width=160, seed=i)
+        cv2.imwrite(str(d / f"f{i:02}.png"), film)
+    (tmp_path / "o").mkdir()
+    out = tmp_path / "o" / "r.csv"
+    cmd = [sys.executable, "-m", "boneage.cli", "predict", str(d), "--sex", "F", "--model",
+           str(model_path), "--no-tta", "--format", "csv", "--out", str(out), "--workers", "1"]
+    procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE) for _ in range(2)]
+    assert all(p.wait(300) == 0 for p in procs)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 20 and all(r["bone_age_months"] for r in rows)
+    assert [p.name for p in out.parent.iterdir()] == ["r.csv"]
+
+    from boneage.inference.api import BoneAgeModel
+
+    real = BoneAgeModel.predict_films
+    calls = []
+
+    def stop_on_second_chunk(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(BoneAgeModel, "predict_films", stop_on_second_chunk)
+    rc = main(["predict", str(d), "--sex", "F", "--model", str(model_path), "--no-tta",
+               "--format", "csv", "--out", str(out), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 130 and err.strip().splitlines()[-1].startswith("interrupted")
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 16  # the first chunk, whole
+    assert [p.name for p in out.parent.iterdir()] == ["r.csv"]
+
+
+def test_arguments_refused_before_any_work(tmp_path, capsys):
+    labels = tmp_path / "l.csv"
+    labels.write_text("id,boneage,male\n")
+    for args, words in (
+        (["serve", "--port", "99999"], "between 1 and 65535"),
+        (["serve", "--max-upload-mb", "nan"], "between"),
+        (["serve", "--queue", "-5"], "between 0"),
+        (["train", "--labels", str(labels), "--devices", "abc", "--out", str(tmp_path / "r")],
+         "devices must be auto"),
+        (["train", "--labels", str(labels), "--accelerator", "tpuz", "--out",
+          str(tmp_path / "r")], "accelerator must be one of"),
+        (["train", "--labels", str(labels), "--val-fraction", "1.5", "--out",
+          str(tmp_path / "r")], "val_fraction"),
+    ):
+        with pytest.raises(SystemExit) if args[0] == "serve" else _nothing():
+            rc = main(args)
+            assert rc == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1 and "Traceback" not in err, args
+    assert not (tmp_path / "r").exists()  # a refused command leaves nothing behind
+
+
+def _nothing():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def test_json_and_table_outputs_stay_well_formed(model_path, tmp_path, capsys):  # noqa: F811
+    import json
+
+    film, _ = synthetic_film(height=300, width=240, seed=1)
+    odd = tmp_path / "a\nb.png"
+    cv2.imwrite(str(odd), film)
+    assert main(["predict", str(odd), "--sex", "F", "--model", str(model_path),
+                 "--no-tta"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 2 and table[1].startswith("a\\nb.png")
+    (tmp_path / "one.csv").write_text("id,boneage,male\nb,100,F\n")  # one film: R² undefined
+    (tmp_path / "b.png").write_bytes(odd.read_bytes())
+    rc = main(["evaluate", "--model", str(model_path), "--images", str(tmp_path), "--labels",
+               str(tmp_path / "one.csv"), "--json"])
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert rc == 0 and json.loads(out)["n"] == 1 and "NaN" not in out

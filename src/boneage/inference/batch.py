@@ -97,8 +97,11 @@ class Writer:
                 return "" if v is None else fmt.format(v)
             iv = (f"{r.interval_low_months:.0f}-{r.interval_high_months:.0f}"
                   if r.interval_low_months is not None else "")
+            name = Path(r.file).name
+            if not name.isprintable():  # a newline or tab in a name must not break the table
+                name = repr(name)[1:-1]
             self.stream.write(
-                f"{Path(r.file).name[:28]:<28} {r.sex:<3} "
+                f"{name[:28]:<28} {r.sex:<3} "
                 f"{f(r.bone_age_months) + ' mo (' + f(r.bone_age_years) + ' y)':>16} "
                 f"{iv:>14} {f(r.chronological_age_months):>7} {f(r.difference_months):>6} "
                 f"{f(r.sds, '{:.2f}'):>6} {r.category or '':<9} {'; '.join(r.warnings)}\n")
@@ -126,8 +129,19 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
     for folder in (heatmap_dir, report_dir):
         if folder:
             ensure_writable_dir(folder)
+    # --out is written to a temporary file beside it and renamed into place at the end (also
+    # when interrupted, with the rows finished so far): concurrent or stopped runs never leave
+    # a file of interleaved or half-written rows
+    tmp = None
     try:
-        stream = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout  # noqa: SIM115
+        if out:
+            import tempfile
+
+            fd, tmp = tempfile.mkstemp(dir=Path(out).parent, prefix=f".{Path(out).name}.",
+                                       suffix=".tmp")
+            stream = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        else:
+            stream = sys.stdout
     except OSError as e:
         raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
     done = 0
@@ -176,8 +190,11 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
         flush()
         bar.close()
     finally:
-        if out:
+        if tmp is not None:
             stream.close()
+            from boneage.fileio import publish
+
+            publish(tmp, out)
     return done, errors
 
 

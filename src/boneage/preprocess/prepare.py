@@ -102,6 +102,15 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _init_pool_worker() -> None:
+    """Workers leave Ctrl-C to the parent, which stops the pool and says one line (else every
+    worker prints its own KeyboardInterrupt traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker()
+
+
 def parallel_map(fn: Callable[[Any], Any], tasks: list, workers: int, ordered: bool = False
                  ) -> Iterator[Any]:
     """Results of fn over tasks (in completion order, or in task order with `ordered`), in
@@ -115,7 +124,7 @@ def parallel_map(fn: Callable[[Any], Any], tasks: list, workers: int, ordered: b
     import multiprocessing as mp
 
     # not fork: a parent that already ran OpenCV threads can deadlock its forked children
-    pool = mp.get_context("forkserver").Pool(workers, initializer=_init_worker)
+    pool = mp.get_context("forkserver").Pool(workers, initializer=_init_pool_worker)
     try:
         yield from (pool.imap if ordered else pool.imap_unordered)(fn, tasks, chunksize=4)
         pool.close()

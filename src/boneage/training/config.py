@@ -99,6 +99,9 @@ def _merge(cfg: Any, values: dict[str, Any], where: str) -> None:
         setattr(cfg, key, value)
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     from boneage.models.registry import MODELS
     from boneage.preprocess.steps import PRESETS
@@ -118,6 +121,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (0 <= cfg.augment.aspect < 1, "augment.aspect must be in [0, 1)"),
         (cfg.precision in ("auto", "32-true", "bf16-mixed", "16-mixed"),
          "precision must be auto, 32-true, bf16-mixed or 16-mixed"),
+        (cfg.accelerator in ACCELERATORS,
+         f"accelerator must be one of {', '.join(ACCELERATORS)}, got {cfg.accelerator!r}"),
+        (str(cfg.devices) == "auto" or (str(cfg.devices).isdigit() and int(cfg.devices) >= 1),
+         f"devices must be auto or a number of devices (1 or more), got {cfg.devices!r}"),
+        (cfg.num_nodes >= 1, "num_nodes must be at least 1"),
+        (0 <= cfg.val_fraction < 1 and 0 <= cfg.test_fraction < 1
+         and cfg.val_fraction + cfg.test_fraction < 1,
+         "val_fraction and test_fraction must be in [0, 1) and add up to less than 1"),
+        (cfg.workers >= 0, "workers must be 0 (all cores) or more"),
     ]
     for ok, msg in checks:
         if not ok:
