@@ -179,10 +179,13 @@ async def read_form(request: Request, max_upload: int) -> Form:
         form = await parser.parse()
     except MultiPartException as e:
         raise HTTPError(400, f"malformed upload: {e.message}") from None
+    finally:
+        del body  # at most two copies of an upload are alive at any time
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise HTTPError(400, "file: a film is required (a 'file' field)")
     data = await upload.read()
+    await upload.close()
     if len(data) > max_upload:
         raise HTTPError(413, f"upload over the limit of {max_upload // 2**20} MB")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
