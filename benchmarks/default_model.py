@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs/default"))
     ap.add_argument("--install", default=str(ROOT / "src/boneage/weights"))
     ap.add_argument("--run", help="an already trained run folder (its split is used as is)")
+    ap.add_argument("--version", help="the model version written into the card")
+    ap.add_argument("--change", action="append", default=[],
+                    help="a changelog line for this version (repeatable)")
     a = ap.parse_args()
     labels = Path(a.labels)
     films = ["--images", a.images] if a.images else []
@@ -100,6 +103,12 @@ def main() -> None:
 
     install = Path(a.install)
     card = json.loads((run / "best.json").read_text())
+    old = install / "default.json"
+    changelog = json.loads(old.read_text()).get("changelog", []) if old.is_file() else []
+    if a.version:
+        card["version"] = a.version
+        changelog = [{"version": a.version, "changes": a.change}] + changelog
+    card["changelog"] = changelog
     card.update(
         name="default", terms=TERMS,
         data={**card["data"], "source": "RSNA Pediatric Bone Age Challenge (2017) training "
