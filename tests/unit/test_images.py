@@ -31,9 +31,15 @@ def test_rgb_encoded_gray_jpeg_becomes_one_channel(tmp_path):
 
 
 def test_suffix_does_not_matter(tmp_path):
-    cv2.imwrite(str(tmp_path / "x.png"), np.full((5, 5), 7, np.uint8))
+    cv2.imwrite(str(tmp_path / "x.png"), np.full((40, 40), 7, np.uint8))
     (tmp_path / "x.jpg").write_bytes((tmp_path / "x.png").read_bytes())
     assert read_image(tmp_path / "x.jpg")[0, 0] == 7
+
+
+def test_too_small_for_a_radiograph(tmp_path):
+    cv2.imwrite(str(tmp_path / "x.png"), np.full((5, 500), 7, np.uint8))
+    with pytest.raises(BoneAgeError, match="500x5 pixels, too small"):
+        read_image(tmp_path / "x.png")
 
 
 def test_not_an_image(tmp_path):

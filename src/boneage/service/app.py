@@ -168,19 +168,17 @@ async def read_form(request: Request, max_upload: int) -> Form:
 
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPError(400, "expected a multipart/form-data upload with a 'file' field")
-    body = await read_body(request, max_upload + FORM_OVERHEAD)
+    pending = [await read_body(request, max_upload + FORM_OVERHEAD)]
 
     async def once():
-        yield body
+        yield pending.pop()  # the parser holds the only reference to the body while it parses
 
     parser = MultiPartParser(request.headers, once(), max_files=1, max_fields=len(FIELDS))
-    parser.spool_max_size = len(body) + 1  # this parser's parts stay in memory
+    parser.spool_max_size = len(pending[0]) + 1  # this parser's parts stay in memory
     try:
         form = await parser.parse()
     except MultiPartException as e:
         raise HTTPError(400, f"malformed upload: {e.message}") from None
-    finally:
-        del body  # at most two copies of an upload are alive at any time
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise HTTPError(400, "file: a film is required (a 'file' field)")
