@@ -351,8 +351,10 @@ def _parser_predict(sub) -> None:
                    "--heatmap/--report), else torch if installed; onnx for a .onnx file")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="json: one object per line")
-    p.add_argument("--out", metavar="FILE", help="write results here (streamed) instead of stdout")
-    p.add_argument("--heatmap", metavar="DIR", help="write a Grad-CAM overlay PNG per film")
+    p.add_argument("--out", metavar="FILE", help="write results here instead of stdout (via a "
+                   "temporary file renamed at the end: never half-written)")
+    p.add_argument("--heatmap", metavar="DIR", help="write a heatmap (Grad-CAM++) over each "
+                   "film, at its shape, as DIR/<stem>.heatmap.png")
     p.add_argument("--report", metavar="DIR", help="write a one-page PDF report per film")
     p.add_argument("--no-tta", action="store_true",
                    help="one view instead of 8: faster, with a constant-width interval")
