@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import struct
+import threading
 import warnings
 import zlib
 from contextlib import contextmanager
@@ -123,19 +124,31 @@ def header_notes(ds) -> list[str]:
     return notes
 
 
+_QUIET = {"depth": 0, "level": logging.NOTSET}
+_QUIET_LOCK = threading.Lock()
+
+
 @contextmanager
 def _quiet_pydicom():
     """pydicom logs (with tracebacks) and warns about files it can still read or will refuse;
-    what the user needs is our one line, so its chatter is held back while we decode."""
+    what the user needs is our one line, so its chatter is held back while we decode. Counted,
+    so that decodes in several threads (the service's pool) restore the level only when the
+    last one ends."""
     logger = logging.getLogger("pydicom")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
+    with _QUIET_LOCK:
+        if _QUIET["depth"] == 0:
+            _QUIET["level"] = logger.level
+            logger.setLevel(logging.CRITICAL + 1)
+        _QUIET["depth"] += 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        with _QUIET_LOCK:
+            _QUIET["depth"] -= 1
+            if _QUIET["depth"] == 0:
+                logger.setLevel(_QUIET["level"])
 
 
 def decode_dicom(data: bytes, name: str = "image") -> DicomFilm:
