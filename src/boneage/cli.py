@@ -164,7 +164,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     progress = sys.stderr.isatty() if a.progress is None else a.progress
     if a.resume:
-        summary = train(a.resume, resume=True, progress=progress)
+        summary = train(a.resume, resume=True, progress=progress, epochs=a.epochs,
+                        max_minutes=a.max_minutes)
     else:
         if not a.out:
             raise BoneAgeError("give --out RUN_DIR (or --resume RUN_DIR)")
@@ -197,7 +198,8 @@ def _parser_train(sub) -> None:
                    "beside the CSV, else --images)")
     p.add_argument("--split", metavar="CSV", help="a saved split file (id,split) to reuse")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run; with "
+                   "--epochs N (the new total) and/or --max-minutes, extend a finished one")
     p.add_argument("--config", metavar="YAML", help="settings file (see configs/)")
     p.add_argument("--arch", help="architecture (see `boneage models`)")
     p.add_argument("--epochs", type=_positive_int)

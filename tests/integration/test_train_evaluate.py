@@ -201,3 +201,20 @@ def test_init_starts_from_another_models_weights(small_set, tmp_path):
     assert conv and all(abs(a[k] - b[k]).max() < 1e-6 for k in conv)  # carried over
     assert json.loads((tmp_path / "b" / "best.json").read_text())["training"]["config"][
         "init"] == str(tmp_path / "a")
+
+
+def test_a_finished_run_extended_to_more_epochs(small_set, tmp_path, capsys):
+    images, labels = small_set
+    run = tmp_path / "run"
+    train(run, _cfg(epochs=2), images=str(images), labels=str(labels), progress=False)
+    # nothing left to do: the summary still reports the run's best
+    again = train(run, resume=True, progress=False)
+    assert again["epochs"] == 2 and again["best"] is not None
+    with pytest.raises(BoneAgeError, match="at least 2"):
+        train(run, resume=True, progress=False, epochs=1)
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+    rows = read_csv_dicts(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert load_config(run / "config.yaml").epochs == 3
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 3 and summary["best"]["val_mae"] > 0

@@ -112,10 +112,13 @@ class RunRecorder(L.Callback):
         return card
 
     def summary(self) -> dict[str, Any]:
+        if not self.rows:  # a resumed run that had nothing left to do still has its history
+            self._load_history(10**9)
         best = min((r for r in self.rows if r["val_mae"] not in (None, "")),
                    key=lambda r: float(r["val_mae"]), default=None)
         return {"run": str(self.out), "epochs": len(self.rows),
-                "best": {k: best[k] for k in ("epoch", "val_mae", "val_rmse", "val_r2")}
-                if best else None,
+                "best": {"epoch": int(best["epoch"]),
+                         **{k: float(best[k]) if best[k] not in (None, "") else None
+                            for k in ("val_mae", "val_rmse", "val_r2")}} if best else None,
                 "seconds": round(sum(float(r["seconds"]) for r in self.rows), 1)}
 

@@ -100,6 +100,8 @@ def train(
     resume: bool = False,
     skip_invalid: bool = False,
     progress: bool = True,
+    epochs: int | None = None,
+    max_minutes: float | None = None,
 ) -> dict[str, Any]:
     """Train one model; return the final summary (best validation metrics, time, paths).
 
@@ -116,6 +118,8 @@ def train(
     check_run_dir(out, resume)
     if resume:
         cfg = load_config(out / "config.yaml")
+        if epochs is not None or max_minutes is not None:
+            cfg = _extend(out, cfg, epochs, max_minutes)
         prov = read_csv_dicts(out / "provenance.csv")[0]
         cache = Path(prov["cache"])
         split = load_split(out / "split.csv")
@@ -142,6 +146,26 @@ def train(
                            _sha256(Path(source)) if Path(source).is_file() else ""]])
     tr, va = _load_parts(cache, split)
     return _fit(out, cfg, tr, va, source, split, resume, progress)
+
+
+def _extend(out: Path, cfg: TrainConfig, epochs: int | None, max_minutes: float | None
+            ) -> TrainConfig:
+    """A resumed run given a new end: `epochs` in all (at least those already run) and/or a new
+    time budget, written to its config.yaml. The cosine schedule is recomputed over the new
+    total, so the learning rate goes on from where the longer schedule puts the current step."""
+    from boneage.training.config import validate
+
+    done = len(read_csv_dicts(out / "metrics.csv")) if (out / "metrics.csv").is_file() else 0
+    if epochs is not None:
+        if epochs < done:
+            raise BoneAgeError(f"{out}: {done} epochs already run; --epochs must be at least "
+                               f"{done} (the total, not the number to add)")
+        cfg.epochs = epochs
+    if max_minutes is not None:
+        cfg.max_minutes = max_minutes
+    validate(cfg)
+    cfg.save(out / "config.yaml")
+    return cfg
 
 
 def _check_split(split: dict[str, str]) -> tuple[list[str], list[str]]:
