@@ -153,7 +153,7 @@ _TRAIN_OVERRIDES = ("arch", "epochs", "batch_size", "image_size", "lr", "weight_
                     "warmup_fraction", "huber_delta", "early_stopping_patience", "max_minutes",
                     "val_fraction",
                     "test_fraction", "seed", "precision", "accelerator", "devices", "num_nodes",
-                    "workers", "pipeline", "init")
+                    "workers", "pipeline", "init", "limit")
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -202,32 +202,37 @@ def _parser_train(sub) -> None:
                    "--epochs N (the new total) and/or --max-minutes, extend a finished one")
     p.add_argument("--config", metavar="YAML", help="settings file (see configs/)")
     p.add_argument("--arch", help="architecture (see `boneage models`)")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--image-size", type=_positive_int)
+    p.add_argument("--epochs", type=_positive_int, help="most epochs (with --resume: the new "
+                   "total)")
+    p.add_argument("--batch-size", type=_positive_int, help="films per batch (per device)")
+    p.add_argument("--image-size", type=_positive_int, help="side of the prepared square, px")
     p.add_argument("--pipeline", choices=("seed", "squash", "hand"),
                    help="seed: crop+CLAHE+letterbox; squash: the 100 px data's transform; "
-                   "hand: squash, then the hand's box stretched to the square")
+                   "hand: the hand found on the film, its box stretched to the square")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="train on a stratified "
+                   "subset of N films (same sex and age-band proportions): a quick run")
     p.add_argument("--init", metavar="MODEL", help="start from this model's weights "
                    "(fine-tuning): a name such as default, a run folder or a checkpoint")
-    p.add_argument("--no-crop", action="store_true")
-    p.add_argument("--no-clahe", action="store_true")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--warmup-fraction", type=float)
-    p.add_argument("--huber-delta", type=float)
-    p.add_argument("--early-stopping-patience", type=_positive_int)
+    p.add_argument("--no-crop", action="store_true", help="seed pipeline without the hand crop")
+    p.add_argument("--no-clahe", action="store_true", help="seed pipeline without CLAHE")
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    p.add_argument("--warmup-fraction", type=float, help="share of steps warming up (0-1)")
+    p.add_argument("--huber-delta", type=float, help="Huber loss delta, months")
+    p.add_argument("--early-stopping-patience", type=_positive_int,
+                   help="epochs without a better validation MAE before stopping")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget (stops after an epoch)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when writing to a terminal)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--val-fraction", type=float)
-    p.add_argument("--test-fraction", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random affine and intensity changes on each batch")
+    p.add_argument("--val-fraction", type=float, help="share of films for validation (0-1)")
+    p.add_argument("--test-fraction", type=float, help="share of films held out (0-1)")
+    p.add_argument("--seed", type=int, help="for the split, the weights and the batches")
     p.add_argument("--precision", help="auto | 32-true | bf16-mixed | 16-mixed")
     p.add_argument("--accelerator", help="auto | cpu | gpu")
     p.add_argument("--devices", help="auto or a number of devices (GPUs)")
-    p.add_argument("--num-nodes", type=_positive_int)
+    p.add_argument("--num-nodes", type=_positive_int, help="machines (DDP)")
     p.add_argument("--workers", type=int, help="preprocessing processes (0: all cores)")
     p.set_defaults(func=cmd_train)
 

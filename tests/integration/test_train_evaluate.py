@@ -218,3 +218,13 @@ def test_a_finished_run_extended_to_more_epochs(small_set, tmp_path, capsys):
     assert load_config(run / "config.yaml").epochs == 3
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs"] == 3 and summary["best"]["val_mae"] > 0
+
+
+def test_limit_trains_on_a_stratified_subset(small_set, tmp_path, capsys):
+    images, labels = small_set
+    summary = train(tmp_path / "q", _cfg(epochs=1, limit=40), images=str(images),
+                    labels=str(labels), progress=False)
+    split = read_csv_dicts(tmp_path / "q" / "split.csv")
+    assert len(split) == 40 and summary["epochs"] == 1
+    out = capsys.readouterr().out
+    assert "--limit: 40 films" in out and "Tip:" not in out

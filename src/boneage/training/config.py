@@ -34,7 +34,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # architecture options (e.g. dropout)
     # preprocessing, used when films are prepared by `train` itself
     pipeline: str = "seed"  # seed (crop, CLAHE, letterbox) | squash (the 100 px data's
-    # transform) | hand (squash, then the hand's box stretched to the square)
+    # transform) | hand (the hand found on the film, its box stretched to the square)
     image_size: int = 256
     crop: bool = True
     clahe: bool = True
@@ -60,6 +60,7 @@ class TrainConfig:
     num_nodes: int = 1
     workers: int = 0  # preprocessing processes (0: all cores)
     init: str = ""  # start from this model's weights (a name, run folder or checkpoint)
+    limit: int = 0  # train on a stratified subset of this many films (0: all), for quick runs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +131,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          and cfg.val_fraction + cfg.test_fraction < 1,
          "val_fraction and test_fraction must be in [0, 1) and add up to less than 1"),
         (cfg.workers >= 0, "workers must be 0 (all cores) or more"),
+        (cfg.limit == 0 or cfg.limit >= 20, "limit must be 0 (all films) or at least 20"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -77,6 +77,12 @@ def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, 
         table = LabelTable(table.records + vt.records, source=table.source)
     if not table.labelled:
         raise BoneAgeError("training needs a bone age for every film (check --labels)")
+    if cfg.limit and cfg.limit < len(table):  # a quick run on fewer films, same proportions
+        pick = stratified_split(table, cfg.limit / len(table), 0.0, cfg.seed)
+        table = table.subset([i for i, s in pick.items() if s == "val"][: cfg.limit])
+        if split is not None:
+            split = {i: s for i, s in split.items() if i in set(table.ids)}
+        print(f"--limit: {len(table)} films, stratified by sex and age band")
     if data is None:
         r = prepare(table, pipeline_for(cfg), cache, workers=cfg.workers or cpu_count())
         if r.failed:
@@ -132,6 +138,9 @@ def train(
                                                     val_labels, val_images, skip_invalid)
         if split_file is not None:
             split = load_split(split_file)
+            if cfg.limit:
+                kept = set(table.ids)
+                split = {i: s for i, s in split.items() if i in kept}
             unknown = set(split) - set(table.ids)
             if unknown:
                 raise BoneAgeError(f"{split_file}: {len(unknown)} id(s) not in the data, "
@@ -219,6 +228,7 @@ def _init_weights(cfg: TrainConfig):
 
 def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: dict[str, str],
          resume: bool, progress: bool) -> dict[str, Any]:
+    import logging
     import warnings
 
     import lightning as L
@@ -231,6 +241,10 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
 
     warnings.filterwarnings("ignore", message=".*weights_only.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # Lightning's tips and notices (cloud loggers, "GPU available: False") are not for our
+    # users; our own lines say what runs where
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     mean = float(np.mean(tr.months)) if cfg.target_norm else 0.0
     std = float(np.std(tr.months)) if cfg.target_norm else 1.0
@@ -254,6 +268,9 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
                      "device": device_description(cfg.accelerator)},
     }
     recorder = RunRecorder(out, card_base, log_epochs=not progress)
+    print(f"{out.name}: {cfg.arch} on {card_base['training']['device']} ({precision}), "
+          f"{len(tr.months)} training and {len(va.months)} validation films, up to "
+          f"{cfg.epochs} epochs; each epoch's validation follows its training")
     early = L.pytorch.callbacks.EarlyStopping("val_mae", patience=cfg.early_stopping_patience,
                                               mode="min")
     trainer = L.Trainer(
