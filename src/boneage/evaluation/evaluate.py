@@ -46,9 +46,11 @@ def predict_table(predictor, table: LabelTable, tta: bool, workers: int = 0,
 
 def load_labelled(model: str, images: str | None, labels: str, subset: str | None,
                   skip_invalid: bool):
-    from boneage.inference.predictor import Predictor
+    from boneage.inference.api import load_model
 
-    predictor = Predictor.load(model)
+    # the same backend choice as predict: the bundled model's ONNX graph when heatmaps are not
+    # needed (so evaluate and calibrate run without torch), else PyTorch
+    predictor = load_model(model, explain=False).predictor
     run_dir = predictor.path.parent if (predictor.path.parent / "config.yaml").is_file() else None
     table = load_table(images, labels, skip_invalid=skip_invalid)
     if not table.labelled:
