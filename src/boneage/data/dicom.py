@@ -165,7 +165,7 @@ def _decode_dicom(data: bytes, name: str) -> DicomFilm:
     _check_inflated_size(data, name)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        ds.get("Rows", 0)
+        ds.get("Rows", 0)  # elements are parsed lazily: a broken header fails here, not later
     except Exception as e:
         raise BoneAgeError(f"{name}: unreadable DICOM ({type(e).__name__})") from None
     _check_header(ds, name)

@@ -310,6 +310,10 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
             except BoneAgeError as e:
                 raise HTTPError(400, f"chronological_age_months: {e}") from None
             sex = form.text("sex", 16)
+            form.text("identifier", 120)  # the report's fields, checked before any work
+            study = form.text("study_date", 10)
+            if study and not _is_date(study):
+                raise HTTPError(400, "study_date: expected YYYY-MM-DD")
             want_heatmap = form.flag("heatmap") if heatmap is None else heatmap
             if not form.file:
                 raise HTTPError(400, "file: empty upload")
@@ -371,10 +375,7 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
         from boneage.inference.report import pdf_report, report_filename
 
         def as_pdf(out, form: Form) -> tuple[bytes, str]:
-            ident = form.text("identifier", 120)
-            study = form.text("study_date", 10)
-            if study and not _is_date(study):
-                raise HTTPError(400, "study_date: expected YYYY-MM-DD")
+            ident, study = form.text("identifier", 120), form.text("study_date", 10)
             result, film, heat = out
             return (pdf_report(model, result, film.pixels, heat, identifier=ident or film.name,
                                study_date=study or film.study_date),
