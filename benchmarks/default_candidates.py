@@ -5,6 +5,11 @@ validation MAE (never on the held-out films).
     # here: copy the prepared 100 px cache and the split into .devdata/ (git-ignored)
     python benchmarks/default_candidates.py pack --cache runs/default/cache \\
         --split runs/default/split.csv
+    # or, where the prepared cache is over what a lent machine takes (64 MiB with the working
+    # tree; the `hand` pipeline's enlarged crops), the source films, prepared there first:
+    python benchmarks/default_candidates.py pack --images DATA/boneage-training-dataset \\
+        --labels DATA/boneage-training-dataset.csv --pipeline CACHE/pipeline.json \\
+        --split benchmarks/results/default_split.csv
     # there (one process per candidate, in parallel, each bounded by --max-minutes):
     python benchmarks/default_candidates.py train --out /tmp/cand --pack $OUT
     # here: reassemble the parts, point each run at the local cache and full split
@@ -35,11 +40,73 @@ PART = 15 * 2**20
 
 
 def pack(a: argparse.Namespace) -> None:
-    cache, dest = Path(a.cache), Path(a.dest)
+    dest = Path(a.dest)
     split = dict(csv.reader(Path(a.split).read_text().splitlines()[1:]))
     keep = {i for i, s in split.items() if s in ("train", "val")}
     if dest.exists():
         shutil.rmtree(dest)
+    if a.cache:
+        _pack_cache(Path(a.cache), dest, keep)
+    elif a.images and a.labels and a.pipeline:
+        _pack_films(Path(a.images), Path(a.labels), Path(a.pipeline), dest, keep)
+    else:
+        sys.exit("pack: give --cache, or --images, --labels and --pipeline")
+    with open(dest / "split.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "split"])
+        w.writerows([i, s] for i, s in split.items() if i in keep)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"{len(keep)} films, {size / 1e6:.1f} MB in {dest}")
+
+
+def _pack_films(images: Path, labels: Path, pipeline: Path, dest: Path, keep: set[str]) -> None:
+    """Source films as their own bytes, end to end in one file (films.bin, indexed by
+    films.csv: a tar's 512-byte headers would add 15%), their labels and the pipeline file."""
+    dest.mkdir(parents=True)
+    shutil.copy2(pipeline, dest / "pipeline.json")
+    with open(labels, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = [r for r in reader if r and r[0] in keep]
+    with open(dest / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    offset = 0
+    with open(dest / "films.bin", "wb") as blob, open(dest / "films.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "offset", "bytes"])
+        for r in rows:
+            film = next(images.glob(f"{r[0]}.*"))
+            data = film.read_bytes()
+            blob.write(data)
+            w.writerow([film.name, offset, len(data)])
+            offset += len(data)
+
+
+def _prepare_films(pack_dir: Path, cache: Path) -> None:
+    """On the lent machine: unpack the films and run `boneage prepare` with the packed pipeline."""
+    films = cache.parent / "films"
+    films.mkdir(parents=True, exist_ok=True)
+    blob = (pack_dir / "films.bin").read_bytes()
+    with open(pack_dir / "films.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            start = int(r["offset"])
+            (films / Path(r["name"]).name).write_bytes(blob[start:start + int(r["bytes"])])
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "boneage.cli", "prepare", "--images", str(films),
+                    "--labels", str(pack_dir / "labels.csv"), "--pipeline",
+                    str(pack_dir / "pipeline.json"), "--out", str(cache),
+                    "--workers", str(os.cpu_count() or 1)], check=True, env=_env())
+    print(f"prepared in {time.time() - t0:.0f} s", flush=True)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}"
+            f"{os.environ.get('PYTHONPATH', '')}"}
+
+
+def _pack_cache(cache: Path, dest: Path, keep: set[str]) -> None:
     (dest / "cache" / "images").mkdir(parents=True)
     for name in ("pipeline.json",):
         shutil.copy2(cache / name, dest / "cache" / name)
@@ -52,12 +119,6 @@ def pack(a: argparse.Namespace) -> None:
         w.writerows(rows)
     for r in rows:
         shutil.copy2(cache / r["image"], dest / "cache" / r["image"])
-    with open(dest / "split.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "split"])
-        w.writerows([i, s] for i, s in split.items() if i in keep)
-    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-    print(f"{len(rows)} films, {size / 1e6:.1f} MB in {dest}")
 
 
 def _half(weights: Path) -> None:
@@ -77,12 +138,15 @@ def train(a: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     configs = sorted(p for p in Path(a.configs).glob("*.yaml")
                      if not a.only or p.stem in a.only)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}"
-           f"{os.environ.get('PYTHONPATH', '')}"}
+    env = _env()
+    data = Path(a.data)
+    if (data / "films.bin").is_file():
+        _prepare_films(data, out / "cache")
+        data = out / "cache"
     procs = {}
     t0 = time.time()
     for cfg in configs:
-        cmd = [sys.executable, "-m", "boneage.cli", "train", "--data", a.data, "--split",
+        cmd = [sys.executable, "-m", "boneage.cli", "train", "--data", str(data), "--split",
                a.split, "--config", str(cfg), "--out", str(out / cfg.stem), "--no-progress",
                "--max-minutes", str(a.max_minutes)]
         log = open(out / f"{cfg.stem}.log", "w")  # noqa: SIM115 (closed when the run ends)
@@ -165,12 +229,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(required=True)
     p = sub.add_parser("pack")
-    p.add_argument("--cache", required=True)
+    p.add_argument("--cache", help="a prepared cache to pack")
+    p.add_argument("--images", help="or: source films, prepared on the lent machine")
+    p.add_argument("--labels", help="their labels CSV")
+    p.add_argument("--pipeline", help="the pipeline.json to prepare them with")
     p.add_argument("--split", required=True)
     p.add_argument("--dest", default=str(ROOT / ".devdata"))
     p.set_defaults(func=pack)
     p = sub.add_parser("train")
-    p.add_argument("--data", default=str(ROOT / ".devdata/cache"))
+    p.add_argument("--data", default=str(ROOT / ".devdata/cache"),
+                   help="a prepared cache, or a packed folder of source films (films.bin)")
     p.add_argument("--split", default=str(ROOT / ".devdata/split.csv"))
     p.add_argument("--configs", default=str(ROOT / "configs/candidates"))
     p.add_argument("--out", required=True)
