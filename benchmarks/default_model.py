@@ -5,7 +5,7 @@ every figure the README and the model card quote.
     python benchmarks/default_model.py --run RUN_DIR   # a run trained elsewhere (a GPU), on
                                                        # the same split; skips steps 1-3
 
-1. prepare the films with the transform they went through (whole film, nearest squash, 100 px);
+1. prepare the films with the config's pipeline (`hand`: the hand's box stretched to 100 px);
 2. a stratified split, seed 42: 9% validation, 9% held out (>= 1,000 films, never used for
    training or model selection);
 3. `boneage train --config ...` (resumed when the run folder already holds state);
@@ -63,8 +63,14 @@ def main() -> None:
 
         cache = Path(read_csv_dicts(run / "provenance.csv")[0]["cache"])
     else:
-        sh(*exe, "prepare", "--labels", str(labels), *films, "--out", str(cache), "--squash",
-           "--size", "100")
+        # the films prepared with the pipeline the config trains on (`hand` for version 3)
+        from boneage.training.config import load_config
+        from boneage.training.run import pipeline_for
+
+        pipeline = out / "pipeline.json"
+        pipeline.write_text(json.dumps(pipeline_for(load_config(a.config)).to_dict()) + "\n")
+        sh(*exe, "prepare", "--labels", str(labels), *films, "--out", str(cache), "--pipeline",
+           str(pipeline))
         split = out / "split.csv"
         if not split.is_file():
             from boneage.data.splits import save_split, stratified_split

@@ -61,6 +61,27 @@ def thumbs_subset(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.fixture
+def small_set(request, tmp_path: Path) -> tuple[Path, Path]:
+    """(images dir, labels csv) for short training runs: 200 real thumbnails, or 120
+    generated films without the data."""
+    if THUMBS.exists():
+        d = request.getfixturevalue("thumbs_subset")
+        return d / "img", d / "labels.csv"
+    import csv
+
+    d = tmp_path / "gen"
+    d.mkdir()
+    rows = []
+    for i in range(120):
+        img, _ = synthetic_film(height=200, width=160, seed=i, hand_scale=0.5 + (i % 12) / 12)
+        cv2.imwrite(str(d / f"{i}.png"), img)
+        rows.append((i, 10 + 18 * (i % 12), i % 2 == 0))
+    with open(d / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("id", "boneage", "male"), *rows])
+    return d, d / "labels.csv"
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """Name the browser test's screenshot in the log (CI keeps it as an artifact)."""
     shot = Path(os.environ.get("BONEAGE_ARTIFACTS", ROOT / "test-artifacts")) / "page.png"

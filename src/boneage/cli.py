@@ -153,7 +153,7 @@ _TRAIN_OVERRIDES = ("arch", "epochs", "batch_size", "image_size", "lr", "weight_
                     "warmup_fraction", "huber_delta", "early_stopping_patience", "max_minutes",
                     "val_fraction",
                     "test_fraction", "seed", "precision", "accelerator", "devices", "num_nodes",
-                    "workers", "pipeline", "init", "limit")
+                    "workers", "pipeline", "init", "limit", "logger")
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -164,10 +164,12 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     progress = sys.stderr.isatty() if a.progress is None else a.progress
     if a.resume:
+        if a.dry_run:
+            raise BoneAgeError("--dry-run checks a new run; drop --resume")
         summary = train(a.resume, resume=True, progress=progress, epochs=a.epochs,
                         max_minutes=a.max_minutes)
     else:
-        if not a.out:
+        if not a.out and not a.dry_run:
             raise BoneAgeError("give --out RUN_DIR (or --resume RUN_DIR)")
         if a.data is None and a.labels is None:
             raise BoneAgeError("give --images DIR --labels CSV, or --data CACHE")
@@ -179,10 +181,37 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.no_clahe:
             overrides["clahe"] = False
         cfg = load_config(a.config, overrides)
-        summary = train(a.out, cfg, images=a.images, labels=a.labels, data=a.data,
-                        cache_dir=a.cache, val_labels=a.val_labels, val_images=a.val_images,
-                        split_file=a.split, skip_invalid=a.skip_invalid, progress=progress)
-    print(json.dumps(summary))
+        kwargs = dict(images=a.images, labels=a.labels, data=a.data, val_labels=a.val_labels,
+                      val_images=a.val_images, split_file=a.split, skip_invalid=a.skip_invalid,
+                      progress=progress)
+        if a.dry_run:
+            return _dry_run(cfg, a.cache, kwargs)
+        summary = train(a.out, cfg, cache_dir=a.cache, **kwargs)
+    from boneage.training.run import global_rank
+
+    if global_rank() == 0:  # under DDP every process gets here; one says it
+        print(json.dumps(summary))
+    return 0
+
+
+def _dry_run(cfg, cache: str | None, kwargs: dict) -> int:
+    """One training and one validation batch through the whole path (config, data, network,
+    device, precision) in a temporary folder that is removed afterwards: a check before a
+    long run, which leaves nothing behind (films prepared for it go to --cache if given)."""
+    import tempfile
+    import time
+
+    from boneage.training.run import train
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="boneage-dry-") as tmp:
+        summary = train(f"{tmp}/run", cfg, cache_dir=cache, dry_run=True, **kwargs)
+    best = summary.get("best") or {}
+    mae = best.get("val_mae")
+    print(f"dry run: one training and one validation batch of {cfg.arch} ran in "
+          f"{time.perf_counter() - t0:.1f} s" + (f" (val MAE {mae:.1f} months on one batch)"
+                                                 if mae is not None else "")
+          + "; nothing kept")
     return 0
 
 
@@ -234,6 +263,11 @@ def _parser_train(sub) -> None:
     p.add_argument("--devices", help="auto or a number of devices (GPUs)")
     p.add_argument("--num-nodes", type=_positive_int, help="machines (DDP)")
     p.add_argument("--workers", type=int, help="preprocessing processes (0: all cores)")
+    p.add_argument("--logger", choices=("csv", "tensorboard"), help="csv: metrics.csv and "
+                   "plots (default); tensorboard: also TensorBoard curves in RUN_DIR/tensorboard "
+                   "(pip install 'boneage[tensorboard]')")
+    p.add_argument("--dry-run", action="store_true", help="one training and one validation "
+                   "batch in a temporary folder, to check config, data and device; keeps nothing")
     p.set_defaults(func=cmd_train)
 
 

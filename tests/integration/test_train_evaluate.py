@@ -3,39 +3,17 @@ available, else generated ones."""
 
 from __future__ import annotations
 
-import csv
 import json
 
-import cv2
 import pytest
 
 pytest.importorskip("lightning")
 
 from boneage.cli import main  # noqa: E402
-from boneage.data.synthetic import synthetic_film  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
 from boneage.fileio import read_csv_dicts  # noqa: E402
 from boneage.training.config import load_config  # noqa: E402
 from boneage.training.run import train  # noqa: E402
-from tests.conftest import THUMBS  # noqa: E402
-
-
-@pytest.fixture
-def small_set(request, tmp_path):
-    """(images dir, labels csv): 200 real thumbnails, or 120 generated films without data."""
-    if THUMBS.exists():
-        d = request.getfixturevalue("thumbs_subset")
-        return d / "img", d / "labels.csv"
-    d = tmp_path / "gen"
-    d.mkdir()
-    rows = []
-    for i in range(120):
-        img, _ = synthetic_film(height=200, width=160, seed=i, hand_scale=0.5 + (i % 12) / 12)
-        cv2.imwrite(str(d / f"{i}.png"), img)
-        rows.append((i, 10 + 18 * (i % 12), i % 2 == 0))
-    with open(d / "labels.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("id", "boneage", "male"), *rows])
-    return d, d / "labels.csv"
 
 
 def _cfg(**kw):
@@ -50,7 +28,7 @@ def test_train_evaluate_compare(small_set, tmp_path, capsys):
     summary = train(run, _cfg(epochs=3), images=str(images), labels=str(labels), progress=False)
     assert summary["epochs"] == 3
     log = capsys.readouterr().out  # without a progress bar: one line per epoch
-    assert "run: epoch 0  train MAE" in log and "run: epoch 2" in log
+    assert "run: epoch 0  train loss" in log and " lr " in log and "run: epoch 2" in log
     rows = read_csv_dicts(run / "metrics.csv")
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0]  # it learns
@@ -93,6 +71,10 @@ def test_time_budget_stops_after_an_epoch(small_set, tmp_path):
     summary = train(tmp_path / "budget", _cfg(epochs=6, max_minutes=0.0001), images=str(images),
                     labels=str(labels), progress=False)
     assert summary["epochs"] == 1 and (tmp_path / "budget" / "best.safetensors").is_file()
+    # the budget is this invocation's: resumed with one, the run gets one more epoch (the
+    # time already spent, saved in its state, does not stop it before it starts)
+    again = train(tmp_path / "budget", resume=True, progress=False, max_minutes=0.0001)
+    assert again["epochs"] == 2
 
 
 def test_resume_continues_from_the_right_step(small_set, tmp_path, monkeypatch):
@@ -228,3 +210,60 @@ def test_limit_trains_on_a_stratified_subset(small_set, tmp_path, capsys):
     assert len(split) == 40 and summary["epochs"] == 1
     out = capsys.readouterr().out
     assert "--limit: 40 films" in out and "Tip:" not in out
+
+
+def test_dry_run_runs_one_batch_each_and_keeps_nothing(small_set, tmp_path, capsys,
+                                                       monkeypatch):
+    from boneage.training.module import BoneAgeModule
+
+    images, labels = small_set
+    steps = []
+    real = BoneAgeModule.training_step
+
+    def counting(self, *args, **kwargs):
+        steps.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BoneAgeModule, "training_step", counting)
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.iterdir())
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--arch",
+                 "resnet18", "--pipeline", "squash", "--image-size", "48", "--epochs", "5",
+                 "--workers", "2", "--dry-run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: one training and one validation batch" in out and "nothing kept" in out
+    assert len(steps) == 1
+    assert set(tmp_path.iterdir()) == before
+    # a dry run starts nothing to resume
+    assert main(["train", "--resume", str(tmp_path), "--dry-run"]) == 2
+
+
+def test_tensorboard_logger_and_provenance(small_set, tmp_path):
+    pytest.importorskip("tensorboard")
+    from importlib import metadata
+
+    images, labels = small_set
+    run = tmp_path / "tb"
+    train(run, _cfg(epochs=1, limit=40, logger="tensorboard"), images=str(images),
+          labels=str(labels), progress=False)
+    assert list((run / "tensorboard").glob("events.out.tfevents*"))
+    card = json.loads((run / "best.json").read_text())
+    env = card["training"]["environment"]
+    assert env["torch"] == metadata.version("torch") and env["monai"] and env["python"]
+    assert len(card["data"]["images_sha256"]) == 64
+
+
+def test_images_digest_follows_the_pixels():
+    import numpy as np
+
+    from boneage.preprocess.prepare import Cache
+    from boneage.preprocess.steps import Pipeline
+    from boneage.training.run import _images_digest
+
+    imgs = np.zeros((2, 8, 8), np.uint8)
+    a = Cache(["1", "2"], imgs, np.ones(2), np.ones(2), Pipeline(()), None)
+    same = Cache(["1", "2"], imgs.copy(), np.ones(2), np.ones(2), Pipeline(()), None)
+    changed = imgs.copy()
+    changed[1, 3, 3] = 1
+    b = Cache(["1", "2"], changed, np.ones(2), np.ones(2), Pipeline(()), None)
+    assert _images_digest(a) == _images_digest(same) != _images_digest(b)

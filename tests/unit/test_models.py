@@ -13,8 +13,8 @@ from boneage.models.checkpoint import (  # noqa: E402
 )
 from boneage.models.registry import MODELS, build_model, count_parameters  # noqa: E402
 
-EXPECTED = {"densenet121": 7.1e6, "resnet34_cbam": 22.6e6, "resnet18": 11.3e6,
-            "resnet18_cbam": 11.4e6}
+EXPECTED = {"densenet121": 7.1e6, "densenet121_cbam": 7.3e6, "resnet34_cbam": 22.6e6,
+            "resnet18": 11.3e6, "resnet18_cbam": 11.4e6}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -35,6 +35,13 @@ def test_every_architecture_builds_and_runs(name):
 def test_cbam_in_every_resnet34_block():
     model = build_model("resnet34_cbam")
     assert sum(isinstance(m, CBAM) for m in model.modules()) == 3 + 4 + 6 + 3
+
+
+def test_cbam_after_each_densenet_block():
+    model = build_model("densenet121_cbam")
+    cbams = [m for m in model.modules() if isinstance(m, CBAM)]
+    # one per dense block, each sized to that block's concatenated output
+    assert [c[0].mlp[0].in_channels for c in cbams] == [256, 512, 1024, 1024]
 
 
 def test_unknown_architecture():

@@ -56,13 +56,32 @@ def _monai_nets():
     return monai.networks.nets
 
 
-def _densenet_features(act: str = "gelu") -> tuple[nn.Module, int]:
+def _densenet_features(act: str = "gelu", cbam: bool = False) -> tuple[nn.Module, int]:
     DenseNet = _monai_nets().DenseNet  # noqa: N806 (a class)
 
-    net = DenseNet(spatial_dims=2, in_channels=1, out_channels=1, init_features=64,
-                   growth_rate=32, block_config=(6, 12, 24, 16), bn_size=4, act=act)
+    blocks, growth, channels = (6, 12, 24, 16), 32, 64
+    net = DenseNet(spatial_dims=2, in_channels=1, out_channels=1, init_features=channels,
+                   growth_rate=growth, block_config=blocks, bn_size=4, act=act)
+    features = net.features
+    if cbam:
+        from collections import OrderedDict
+
+        from boneage.models.cbam import CBAM
+
+        # attention after each dense block, on the block's concatenated output (the seed's
+        # first "future enhancement"); transitions halve the channels in between
+        parts: OrderedDict[str, nn.Module] = OrderedDict()
+        for name, module in features.named_children():
+            parts[name] = module
+            if name.startswith("denseblock"):
+                i = int(name.removeprefix("denseblock"))
+                channels += blocks[i - 1] * growth
+                parts[f"cbam{i}"] = CBAM(channels)
+                if i < len(blocks):
+                    channels //= 2
+        features = nn.Sequential(parts)
     # MONAI's features end with the final norm; its classifier applies act, pool, linear.
-    return nn.Sequential(net.features, nn.GELU() if act == "gelu" else nn.ReLU()), 1024
+    return nn.Sequential(features, nn.GELU() if act == "gelu" else nn.ReLU()), 1024
 
 
 def _resnet_features(layers: tuple[int, ...], cbam: bool) -> tuple[nn.Module, int]:
@@ -85,6 +104,14 @@ def _resnet_features(layers: tuple[int, ...], cbam: bool) -> tuple[nn.Module, in
 @register("densenet121", "DenseNet121 (6/12/24/16, growth 32), GELU; sex MLP; head 32-16-1")
 def densenet121(dropout: float = 0.2, upsample: float = 1.0) -> nn.Module:
     body, feats = _densenet_features("gelu")
+    return FusionRegressor(body, feats, head=(32, 16), head_dropouts=(0.0, dropout),
+                           upsample=upsample)
+
+
+@register("densenet121_cbam", "DenseNet121 with CBAM after each dense block; sex MLP; head "
+          "32-16-1")
+def densenet121_cbam(dropout: float = 0.2, upsample: float = 1.0) -> nn.Module:
+    body, feats = _densenet_features("gelu", cbam=True)
     return FusionRegressor(body, feats, head=(32, 16), head_dropouts=(0.0, dropout),
                            upsample=upsample)
 

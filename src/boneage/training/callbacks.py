@@ -22,6 +22,23 @@ METRIC_COLUMNS = ("epoch", "step", "train_loss", "train_mae", "train_rmse", "tra
                   "val_loss", "val_mae", "val_rmse", "val_r2", "lr", "seconds")
 
 
+class TimeBudget(L.Callback):
+    """Stop after the epoch that crosses `minutes` of this invocation's wall clock. Lightning's
+    own `max_time` counts the time saved in a resumed run's checkpoint as well, so extending a
+    6-minute run with `--resume --max-minutes 5` would stop it before its first new epoch."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60.0
+        self.start = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.monotonic()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if time.monotonic() - self.start >= self.seconds:
+            trainer.should_stop = True
+
+
 class RunRecorder(L.Callback):
     """Per epoch: metrics row, plots, last and best checkpoints, resumable state."""
 
@@ -79,9 +96,11 @@ class RunRecorder(L.Callback):
         self.rows.append(row)
         if self.log_epochs:
             fmt = {k: f"{row[k]:.2f}" if row[k] is not None else "-"
-                   for k in ("train_mae", "val_mae")}
-            print(f"{self.out.name}: epoch {row['epoch']}  train MAE {fmt['train_mae']}  "
-                  f"val MAE {fmt['val_mae']}  ({row['seconds']:.1f} s)", flush=True)
+                   for k in ("train_loss", "train_mae", "val_mae")}
+            lr = f"{row['lr']:.2e}" if row.get("lr") is not None else "-"
+            print(f"{self.out.name}: epoch {row['epoch']}  train loss {fmt['train_loss']}  "
+                  f"train MAE {fmt['train_mae']}  val MAE {fmt['val_mae']}  lr {lr}  "
+                  f"({row['seconds']:.1f} s)", flush=True)
         atomic_write_csv(self.out / "metrics.csv", METRIC_COLUMNS,
                          [[r[c] if r[c] is not None else "" for c in METRIC_COLUMNS]
                           for r in self.rows])

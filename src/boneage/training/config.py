@@ -61,6 +61,7 @@ class TrainConfig:
     workers: int = 0  # preprocessing processes (0: all cores)
     init: str = ""  # start from this model's weights (a name, run folder or checkpoint)
     limit: int = 0  # train on a stratified subset of this many films (0: all), for quick runs
+    logger: str = "csv"  # csv (metrics.csv and plots) | tensorboard (also RUN/tensorboard/)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +102,13 @@ def _merge(cfg: Any, values: dict[str, Any], where: str) -> None:
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+LOGGERS = ("csv", "tensorboard")
+
+
+def _has_tensorboard() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -132,6 +140,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          "val_fraction and test_fraction must be in [0, 1) and add up to less than 1"),
         (cfg.workers >= 0, "workers must be 0 (all cores) or more"),
         (cfg.limit == 0 or cfg.limit >= 20, "limit must be 0 (all films) or at least 20"),
+        (cfg.logger in LOGGERS, f"logger must be one of {', '.join(LOGGERS)}, got {cfg.logger!r}"),
+        (cfg.logger != "tensorboard" or _has_tensorboard(),
+         "logger tensorboard needs the tensorboard package: pip install 'boneage[tensorboard]'"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -60,3 +60,30 @@ def device_description(accelerator: str) -> str:
         n = torch.cuda.device_count()
         return f"{n} x {torch.cuda.get_device_name(0)}"
     return f"CPU: {cpu_name()}, {torch.get_num_threads()} threads"
+
+
+def environment() -> dict[str, str]:
+    """What a run was made with: package versions, Python, and the boneage source's git commit
+    (with "+dirty" when it had uncommitted changes), so a result can be traced and redone."""
+    import contextlib
+    import platform
+    import subprocess
+    from importlib import metadata
+    from pathlib import Path
+
+    env = {"python": platform.python_version()}
+    for name in ("boneage", "torch", "monai", "lightning", "onnxruntime", "numpy",
+                 "opencv-python-headless"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            env[name] = metadata.version(name)
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=src, capture_output=True, text=True, timeout=10)
+            env["git_commit"] = commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git, or not a checkout: an installed package says its version above
+    return env

@@ -108,6 +108,7 @@ def train(
     progress: bool = True,
     epochs: int | None = None,
     max_minutes: float | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Train one model; return the final summary (best validation metrics, time, paths).
 
@@ -154,7 +155,7 @@ def train(
                          [[str(cache.resolve()), source,
                            _sha256(Path(source)) if Path(source).is_file() else ""]])
     tr, va = _load_parts(cache, split)
-    return _fit(out, cfg, tr, va, source, split, resume, progress)
+    return _fit(out, cfg, tr, va, source, split, resume, progress, dry_run)
 
 
 def _extend(out: Path, cfg: TrainConfig, epochs: int | None, max_minutes: float | None
@@ -226,17 +227,29 @@ def _init_weights(cfg: TrainConfig):
     return load_checkpoint(_check_init(cfg))
 
 
+def _images_digest(*parts: Cache) -> str:
+    """sha256 over the prepared films the network saw (ids and pixels, training then
+    validation): two runs with the same digest trained on the same inputs, whatever the files
+    were called or where they lay."""
+    h = hashlib.sha256()
+    for part in parts:
+        for i, image in zip(part.ids, part.images, strict=True):
+            h.update(i.encode() + b"\0")
+            h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
 def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: dict[str, str],
-         resume: bool, progress: bool) -> dict[str, Any]:
+         resume: bool, progress: bool, dry_run: bool = False) -> dict[str, Any]:
     import logging
     import warnings
 
     import lightning as L
     import torch
 
-    from boneage.training.callbacks import RunRecorder
+    from boneage.training.callbacks import RunRecorder, TimeBudget
     from boneage.training.data import make_loader
-    from boneage.training.hardware import device_description, pick_precision
+    from boneage.training.hardware import device_description, environment, pick_precision
     from boneage.training.module import BoneAgeModule
 
     warnings.filterwarnings("ignore", message=".*weights_only.*")
@@ -263,27 +276,36 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
         "input_size": tr.pipeline.output_size,
         "target_norm": {"mean": mean, "std": max(std, 1e-6)},
         "data": {"source": source, "split_counts": counts,
-                 "split_sha256": hashlib.sha256((out / "split.csv").read_bytes()).hexdigest()},
+                 "split_sha256": hashlib.sha256((out / "split.csv").read_bytes()).hexdigest(),
+                 "images_sha256": _images_digest(tr, va)},
         "training": {"config": cfg.to_dict(), "precision": precision,
-                     "device": device_description(cfg.accelerator)},
+                     "device": device_description(cfg.accelerator),
+                     "environment": environment()},
     }
     recorder = RunRecorder(out, card_base, log_epochs=not progress)
-    print(f"{out.name}: {cfg.arch} on {card_base['training']['device']} ({precision}), "
-          f"{len(tr.months)} training and {len(va.months)} validation films, up to "
-          f"{cfg.epochs} epochs; each epoch's validation follows its training")
+    if global_rank() == 0:
+        print(f"{out.name}: {cfg.arch} on {card_base['training']['device']} ({precision}), "
+              f"{len(tr.months)} training and {len(va.months)} validation films, up to "
+              f"{cfg.epochs} epochs; each epoch's validation follows its training")
     early = L.pytorch.callbacks.EarlyStopping("val_mae", patience=cfg.early_stopping_patience,
                                               mode="min")
+    callbacks = [recorder, early] + ([TimeBudget(cfg.max_minutes)] if cfg.max_minutes else [])
+    logger: Any = False  # metrics.csv and the plots are written by RunRecorder either way
+    if cfg.logger == "tensorboard":
+        # one fixed folder, so a resumed run's curves go on in the same place
+        logger = L.pytorch.loggers.TensorBoardLogger(str(out), name="tensorboard", version="")
+    dl_tr = make_loader(tr.images, tr.male, tr.months, cfg.batch_size, True, cfg.seed)
+    dl_va = make_loader(va.images, va.male, va.months, cfg.batch_size, False)
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator,
-        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        max_epochs=cfg.epochs, log_every_n_steps=max(1, min(50, len(dl_tr))),
+        accelerator=cfg.accelerator,
         devices=cfg.devices if cfg.devices == "auto" else int(cfg.devices),
-        num_nodes=cfg.num_nodes, precision=precision, callbacks=[recorder, early],
-        logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+        num_nodes=cfg.num_nodes, precision=precision, callbacks=callbacks,
+        fast_dev_run=dry_run, logger=logger, enable_checkpointing=False,
+        enable_progress_bar=progress,
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
         default_root_dir=str(out),
     )
-    dl_tr = make_loader(tr.images, tr.male, tr.months, cfg.batch_size, True, cfg.seed)
-    dl_va = make_loader(va.images, va.male, va.months, cfg.batch_size, False)
     trainer.fit(module, dl_tr, dl_va,
                 ckpt_path=str(out / "state" / "last.ckpt") if resume else None)
     return recorder.summary()
