@@ -341,10 +341,11 @@ def _parser_calibrate(sub) -> None:
 def cmd_compare(a: argparse.Namespace) -> int:
     from boneage.evaluation.compare import compare
 
-    rows = compare(a.runs, a.out)
+    rows = compare(a.runs, a.out, a.allow_mixed)
     for r in rows:
-        print(f"{r['name']:<24} {r['arch']:<16} MAE {r['mae']:.2f}  RMSE {r['rmse']:.2f}  "
-              f"R² {r['r2']:.3f}  ({r['source']})")
+        ci = f" (95% CI {r['mae_ci95']})" if r["mae_ci95"] else ""
+        print(f"{r['name']:<24} {r['arch']:<16} MAE {r['mae']:.2f}{ci}  RMSE {r['rmse']:.2f}  "
+              f"R² {r['r2']:.3f}  TTA {r['tta']}  ({r['source']})")
     print(f"-> {a.out}/compare.md, compare.html, compare.png")
     return 0
 
@@ -353,6 +354,8 @@ def _parser_compare(sub) -> None:
     p = sub.add_parser("compare", help="compare trained runs (Markdown, HTML, bar chart)")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="comparison", metavar="DIR")
+    p.add_argument("--allow-mixed", action="store_true", help="put runs measured differently "
+                   "(other films, TTA or not, card vs evaluation) in one table anyway")
     p.set_defaults(func=cmd_compare)
 
 

@@ -58,8 +58,20 @@ def test_train_evaluate_compare(small_set, tmp_path, capsys):
 
     assert main(["compare", str(run), str(run), "--out", str(tmp_path / "cmp")]) == 0
     md = (tmp_path / "cmp" / "compare.md").read_text()
-    assert "resnet18" in md and f"{metrics['mae']:.2f}" in md
+    lo, hi = metrics["mae_ci95"]
+    assert "resnet18" in md and f"{metrics['mae']:.2f}" in md and f"{lo:.2f}-{hi:.2f}" in md
+    assert "| squash |" in md and "| no |" in md  # pipeline and TTA columns
     assert (tmp_path / "cmp" / "compare.html").is_file()
+    # an evaluation beside a card's validation figure: refused unless asked for
+    import shutil
+
+    shutil.copytree(run, tmp_path / "no-eval", ignore=shutil.ignore_patterns("eval"))
+    mixed = ["compare", str(run), str(tmp_path / "no-eval"), "--out", str(tmp_path / "c2")]
+    capsys.readouterr()
+    assert main(mixed) == 2
+    assert "measured differently" in capsys.readouterr().err
+    assert not (tmp_path / "c2").exists()
+    assert main([*mixed, "--allow-mixed"]) == 0
 
     # the folder holds a run now: a second train into it is refused
     with pytest.raises(BoneAgeError, match="already holds a run"):
