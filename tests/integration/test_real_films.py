@@ -9,7 +9,7 @@ from boneage.cli import main
 from boneage.data.images import read_image
 from boneage.preprocess.hand import localise_hand
 from boneage.preprocess.prepare import read_manifest
-from tests.conftest import RAW, need
+from tests.conftest import RAW, SHARED, need
 
 
 @pytest.mark.parametrize("sub", ["rsna-fullres", "stanford-demo", "clinic"])
@@ -57,3 +57,30 @@ def test_heatmaps_on_real_films_are_localised_and_keep_the_films_shape():
         h, w = film.pixels.shape
         assert pic.shape[1] / pic.shape[0] == pytest.approx(w / h, rel=0.02), f.name
         assert max(pic.shape[:2]) == min(1024, max(h, w))
+
+
+def test_full_resolution_seed_path(tmp_path, capsys):
+    """The path a researcher with the full RSNA release takes, on real full-resolution films:
+    prepare with the seed pipeline at 256 px (crop, CLAHE, letterbox), train, evaluate the raw
+    films; evaluate replays the card's pipeline, so it measures what training measured."""
+    pytest.importorskip("lightning")
+    import json
+
+    films = need(SHARED / "rsna-val-fullres")
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    assert main(["prepare", "--images", str(films), "--labels", str(films / "labels.csv"),
+                 "--out", str(cache), "--workers", "2"]) == 0
+    assert main(["train", "--data", str(cache), "--config", "configs/seed.yaml", "--arch",
+                 "resnet18", "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.2",
+                 "--out", str(run), "--no-progress"]) == 0
+    card = json.loads((run / "best.json").read_text())
+    steps = [s["name"] for s in card["pipeline"]["steps"]]
+    assert steps == ["to_uint8", "crop_hand", "fit", "clahe", "pad", "scale"]
+    assert card["input_size"] == 256
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run), "--images", str(films), "--labels",
+                 str(films / "labels.csv"), "--subset", "val", "--out", str(run / "eval"),
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["n"] == card["data"]["split_counts"]["val"] >= 15
+    assert metrics["mae"] == pytest.approx(card["metrics"]["val"]["mae"], abs=0.05)
