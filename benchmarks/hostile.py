@@ -120,7 +120,8 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/hostile.json"))
     a = ap.parse_args()
-    from boneage.service.local import local_server
+    sys.path.insert(0, str(ROOT))  # tools/ beside benchmarks/
+    from tools.local_server import local_server
 
     res: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import threading
 import time
 import urllib.error
@@ -26,9 +27,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from boneage.service.local import local_server
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tools/ (the loopback server helper) beside benchmarks/
+
+from tools.local_server import local_server  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

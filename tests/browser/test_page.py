@@ -30,8 +30,9 @@ def _serve(*args: str):
     pytest.importorskip("torch")
     from contextlib import ExitStack
 
+    from tools.local_server import local_server
+
     from boneage.errors import BoneAgeError
-    from boneage.service.local import local_server
 
     stack = ExitStack()
     try:  # the bundled default model, as a fresh install serves it

@@ -1,6 +1,6 @@
 """The bundled default model as a user gets it: installed, described, the same on both
 backends, and sensible on the shipped example film (accuracy on real films is measured by
-benchmarks/default_model.py; the check on real films here is deliberately loose)."""
+tools/default_model.py; the check on real films here is deliberately loose)."""
 
 from __future__ import annotations
 

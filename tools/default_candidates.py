@@ -3,17 +3,17 @@ typically a lent GPU, and bring their run folders back; the choice between them 
 validation MAE (never on the held-out films).
 
     # here: copy the prepared 100 px cache and the split into .devdata/ (git-ignored)
-    python benchmarks/default_candidates.py pack --cache runs/default/cache \\
+    python tools/default_candidates.py pack --cache runs/default/cache \\
         --split runs/default/split.csv
     # or, where the prepared cache is over what a lent machine takes (64 MiB with the working
     # tree; the `hand` pipeline's enlarged crops), the source films, prepared there first:
-    python benchmarks/default_candidates.py pack --images DATA/boneage-training-dataset \\
+    python tools/default_candidates.py pack --images DATA/boneage-training-dataset \\
         --labels DATA/boneage-training-dataset.csv --pipeline CACHE/pipeline.json \\
         --split benchmarks/results/default_split.csv
     # there (one process per candidate, in parallel, each bounded by --max-minutes):
-    python benchmarks/default_candidates.py train --out /tmp/cand --pack $OUT
+    python tools/default_candidates.py train --out /tmp/cand --pack $OUT
     # here: reassemble the parts, point each run at the local cache and full split
-    python benchmarks/default_candidates.py unpack --parts DIR --dest runs/candidates \\
+    python tools/default_candidates.py unpack --parts DIR --dest runs/candidates \\
         --cache runs/default/cache --split runs/default/split.csv
 
 Only the training and validation films travel (the held-out films stay here). Weights come back

@@ -1,8 +1,8 @@
 """Build the bundled default model from the shared 100 px RSNA films, end to end, and record
 every figure the README and the model card quote.
 
-    python benchmarks/default_model.py [--config configs/default.yaml] [--out runs/default]
-    python benchmarks/default_model.py --run RUN_DIR   # a run trained elsewhere (a GPU), on
+    python tools/default_model.py [--config configs/default.yaml] [--out runs/default]
+    python tools/default_model.py --run RUN_DIR   # a run trained elsewhere (a GPU), on
                                                        # the same split; skips steps 1-3
 
 1. prepare the films with the config's pipeline (`hand`: the hand's box stretched to 100 px);
