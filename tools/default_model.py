@@ -13,8 +13,9 @@ every figure the README and the model card quote.
 5. `boneage evaluate --tta` on the held-out films: MAE, RMSE, R², interval coverage and width;
 6. install into src/boneage/weights/: float16 weights (half the size; the model computes in
    float32 and is measured as shipped), the card (provenance, terms, held-out metrics,
-   calibration) and an ONNX graph that reads those same weights; check ONNX against torch on
-   the held-out films.
+   calibration, inputs and outputs), an ONNX graph that reads those same weights and answers
+   in months, and the markdown model card default.md; check ONNX against torch on the
+   held-out films.
 """
 
 from __future__ import annotations
@@ -149,6 +150,9 @@ def main() -> None:
     card = json.loads((install / "default.json").read_text())
     card["onnx_parity_max_abs_months"] = round(parity, 4)
     (install / "default.json").write_text(json.dumps(card, indent=2) + "\n")
+    from boneage.models.card import render_markdown
+
+    (install / "default.md").write_text(render_markdown(card))
     summary = {"heldout": card["heldout_metrics"], "onnx_parity": parity,
                "calibration": card.get("calibration")}
     (ROOT / "benchmarks/results/default_model.json").write_text(

@@ -116,6 +116,12 @@ def _parser_prepare(sub) -> None:
 
 # ----------------------------------------------------------------------------------- models
 def cmd_models(a: argparse.Namespace) -> int:
+    if a.card:
+        from boneage.models.card import render_markdown
+        from boneage.models.checkpoint import read_card, resolve_model_path
+
+        print(render_markdown(read_card(resolve_model_path(a.card))))
+        return 0
     import importlib.util
 
     from boneage.models.checkpoint import installed_models, read_card
@@ -145,6 +151,8 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 def _parser_models(sub) -> None:
     p = sub.add_parser("models", help="list the architectures (and installed models)")
+    p.add_argument("--card", metavar="MODEL", help="print this model's card in markdown (an "
+                   "installed name, a run folder or a checkpoint) instead")
     p.set_defaults(func=cmd_models)
 
 

@@ -1,5 +1,6 @@
-"""ONNX export (image and sex inputs, dynamic batch) and an ONNX Runtime backend that needs
-neither torch nor Lightning: clinics can run a model with numpy, OpenCV and onnxruntime."""
+"""ONNX export (inputs image and sex, outputs bone_age in months and features, dynamic batch:
+the card's "io" declares them) and an ONNX Runtime backend that needs neither torch nor
+Lightning: clinics can run a model with numpy, OpenCV and onnxruntime."""
 
 from __future__ import annotations
 
@@ -43,10 +44,10 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weight
             # batch norms into convolutions; ONNX Runtime fuses them itself when it loads
             torch.onnx.export(
                 WithEmbedding(src.model), (x, sex), str(tmp), input_names=["image", "sex"],
-                output_names=["output", "features"], opset_version=opset, dynamo=False,
+                output_names=["bone_age", "features"], opset_version=opset, dynamo=False,
                 training=torch.onnx.TrainingMode.PRESERVE,
-                dynamic_axes={"image": {0: "batch"}, "sex": {0: "batch"}, "output": {0: "batch"},
-                              "features": {0: "batch"}},
+                dynamic_axes={"image": {0: "batch"}, "sex": {0: "batch"},
+                              "bone_age": {0: "batch"}, "features": {0: "batch"}},
             )
         if src.card.get("weights_dtype") == "float16":
             _store_half(tmp)
@@ -63,7 +64,10 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weight
     onnx_info = {"opset": opset, "source": src.path.name if share_weights else str(src.path),
                  "weights": src.path.name if share_weights else "embedded"}
     # beside its own checkpoint (same stem) the two share one card, which now names the export
-    atomic_write_json(out.with_suffix(".json"), {**src.card, "onnx": onnx_info})
+    from boneage.models.contract import io_contract
+
+    io = io_contract(size, src.model.n_features)  # the graph answers in months
+    atomic_write_json(out.with_suffix(".json"), {**src.card, "io": io, "onnx": onnx_info})
     return out
 
 

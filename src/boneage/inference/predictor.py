@@ -14,8 +14,10 @@ from boneage.preprocess.steps import Pipeline
 
 
 class Predictor:
-    """Shared logic: the card's pipeline, batching and target normalisation. Subclasses only
-    run the network on a float32 batch (B, 1, S, S) and sex (B,)."""
+    """Shared logic: the card's pipeline and contract, batching, the output correction.
+    Subclasses only run the network on a float32 batch (B, 1, S, S) and sex (B,)."""
+
+    months_out = False  # the backend's network answers in months whatever the card says
 
     def __init__(self, card: dict[str, Any], path: Path) -> None:
         self.card = card
@@ -40,7 +42,12 @@ class Predictor:
               ) -> tuple[np.ndarray, np.ndarray | None]:
         """(bone age in months, features or None) for prepared uint8 images (N, S, S) and
         sex (N,) (True = male)."""
-        norm = self.card.get("target_norm", {"mean": 0.0, "std": 1.0})
+        from boneage.models.contract import check_inputs, outputs_months
+
+        check_inputs(self.card, np.asarray(images), np.asarray(male))
+        # networks answer in months; only exports older than the card's "io" need scaling
+        norm = ({"mean": 0.0, "std": 1.0} if outputs_months(self.card) or self.months_out
+                else self.card.get("target_norm", {"mean": 0.0, "std": 1.0}))
         tensor_part = self.pipeline.tensor_part
         out = np.empty(len(images), np.float32)
         feats: list[np.ndarray] = []
@@ -88,6 +95,8 @@ class Estimates:
 
 
 class TorchPredictor(Predictor):
+    months_out = True  # load_checkpoint sets the network's output scale from the card
+
     def __init__(self, model: Any, card: dict[str, Any], path: Path) -> None:
         super().__init__(card, path)
         self.model = model

@@ -72,6 +72,8 @@ def load_checkpoint(weights: str | Path):
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise BoneAgeError(f"{weights}: weights do not match {card['arch']!r} ({first})") from None
+    norm = card.get("target_norm") or {"mean": 0.0, "std": 1.0}
+    model.set_output_scale(norm["mean"], norm["std"])  # the network answers in months
     model.eval()
     return model, card
 

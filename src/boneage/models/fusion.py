@@ -1,7 +1,9 @@
 """Sex fusion and regression heads shared by every architecture.
 
 The sex value (1 male, 0 female) goes through a small MLP, is concatenated with the globally
-pooled image features, and a head of dense layers regresses the (normalised) bone age.
+pooled image features, and a head of dense layers regresses the bone age. The head learns a
+z-score (the training films' mean and SD); the network scales it back itself, so it and its
+ONNX graph answer in months (models/contract.py).
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ class FusionRegressor(nn.Module):
             mlp([features + sex_mlp[-1], *head], head_dropouts),
             nn.Linear(head[-1], 1),
         )
+        self.n_features = features
+        # the target normalisation, from the card (not weights: kept out of the state dict)
+        self.register_buffer("out_mean", torch.tensor(0.0), persistent=False)
+        self.register_buffer("out_std", torch.tensor(1.0), persistent=False)
+
+    def set_output_scale(self, mean: float, std: float) -> FusionRegressor:
+        """Answer in months: the head's z-score times the training SD plus the mean."""
+        self.out_mean.fill_(float(mean))
+        self.out_std.fill_(float(std))
+        return self
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """The last convolutional feature map (Grad-CAM hooks here)."""
@@ -63,15 +75,16 @@ class FusionRegressor(nn.Module):
 
     def _head(self, pooled: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
         s = self.sex_mlp(sex.reshape(-1, 1).to(pooled.dtype))
-        return self.head(torch.cat([pooled, s], dim=1)).squeeze(1)
+        z = self.head(torch.cat([pooled, s], dim=1)).squeeze(1)
+        return z * self.out_std.to(z.dtype) + self.out_mean.to(z.dtype)
 
     def forward(self, image: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
         return self.from_features(self.features(image), sex)
 
     def forward_with_embedding(self, image: torch.Tensor, sex: torch.Tensor
                                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(output, pooled image features): the features tell how far a film lies from the
-        films the model learned on (the "not a hand" check)."""
+        """(bone age in months, pooled image features): the features tell how far a film lies
+        from the films the model learned on (the "not a hand" check)."""
         pooled = torch.flatten(self.pool(self.features(image)), 1)
         return self._head(pooled, sex), pooled
 

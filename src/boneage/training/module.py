@@ -25,7 +25,7 @@ class BoneAgeModule(L.LightningModule):
                  target_std: float, augment: dict[str, Any]) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_model(arch, **model_kwargs)
+        self.model = build_model(arch, **model_kwargs).set_output_scale(target_mean, target_std)
         self.augment = AugmentConfig(**augment)
         self.train_rmse = torchmetrics.MeanSquaredError(squared=False)
         self.train_r2 = torchmetrics.R2Score()
@@ -34,9 +34,8 @@ class BoneAgeModule(L.LightningModule):
         self.val_r2 = torchmetrics.R2Score()
 
     def forward(self, image: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
-        """Bone age in months (the network itself may regress a z-score)."""
-        out = self.model(image, sex).float()
-        return out * self.hparams.target_std + self.hparams.target_mean
+        """Bone age in months (the network scales its z-score back itself)."""
+        return self.model(image, sex).float()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, sex, y = batch

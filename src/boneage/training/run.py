@@ -247,6 +247,7 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
     import lightning as L
     import torch
 
+    from boneage.models.contract import io_contract
     from boneage.training.callbacks import RunRecorder, TimeBudget
     from boneage.training.data import make_loader
     from boneage.training.hardware import device_description, environment, pick_precision
@@ -275,6 +276,7 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
         "arch": cfg.arch, "model_kwargs": cfg.model, "pipeline": tr.pipeline.to_dict(),
         "input_size": tr.pipeline.output_size,
         "target_norm": {"mean": mean, "std": max(std, 1e-6)},
+        "io": io_contract(tr.pipeline.output_size, module.model.n_features),
         "data": {"source": source, "split_counts": counts,
                  "split_sha256": hashlib.sha256((out / "split.csv").read_bytes()).hexdigest(),
                  "images_sha256": _images_digest(tr, va)},
