@@ -137,13 +137,13 @@ def main() -> None:
     import numpy as np
 
     from boneage.data.splits import load_split
-    from boneage.inference.predictor import Predictor
+    from boneage.inference.api import load_predictor
     from boneage.preprocess.prepare import load_cache
 
     test_ids = [i for i, s in load_split(split).items() if s == "test"]
     c = load_cache(cache, test_ids)
-    t = Predictor.load(install / "default.safetensors").predict_arrays(c.images, c.male)
-    o = Predictor.load(install / "default.onnx", "onnx").predict_arrays(c.images, c.male)
+    t = load_predictor(install / "default.safetensors").predict_arrays(c.images, c.male)
+    o = load_predictor(install / "default.onnx", "onnx").predict_arrays(c.images, c.male)
     parity = float(np.abs(t - o).max())
     print(f"ONNX vs torch on {len(test_ids)} held-out films: max |diff| {parity:.4f} months")
     # one card serves both files (default.safetensors and default.onnx share default.json)

@@ -469,7 +469,7 @@ def _parser_serve(sub) -> None:
 
 # ----------------------------------------------------------------------------------- export
 def cmd_export(a: argparse.Namespace) -> int:
-    from boneage.inference.onnx import export_onnx
+    from boneage.inference.export import export_onnx
 
     out = export_onnx(a.model, a.out, opset=a.opset, share_weights=a.share_weights)
     print(f"exported {a.model} -> {out} (+ {out.with_suffix('.json').name})")
@@ -480,7 +480,6 @@ def _parser_export(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (runs without torch)")
     p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
                    help="default (the bundled model), a run folder or a checkpoint")
-    p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--out", required=True, metavar="FILE.onnx")
     p.add_argument("--opset", type=_positive_int, default=17)
     p.add_argument("--share-weights", action="store_true",

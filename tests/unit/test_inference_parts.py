@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 
 from boneage.cli import main  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
+from boneage.inference.api import load_predictor  # noqa: E402
 from boneage.inference.explain import is_localised, overlay, saliency, to_film  # noqa: E402
-from boneage.inference.predictor import Predictor  # noqa: E402
 from boneage.models.checkpoint import save_checkpoint  # noqa: E402
 from boneage.models.fusion import FusionRegressor  # noqa: E402
 from boneage.models.registry import build_model  # noqa: E402
@@ -30,15 +30,15 @@ def checkpoint(tmp_path):
 def test_onnx_export_matches_torch(checkpoint, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "m.onnx"
-    assert main(["export", "--model", str(checkpoint), "--format", "onnx", "--out",
+    assert main(["export", "--model", str(checkpoint), "--out",
                  str(out)]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["arch"] == "resnet18" and card["onnx"]["opset"] == 17
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (5, 64, 64), dtype=np.uint8)  # dynamic batch: 5 != 2
     male = np.array([1, 0, 1, 0, 1], bool)
-    a = Predictor.load(checkpoint).predict_arrays(images, male, batch_size=3)
-    b = Predictor.load(out, backend="onnx").predict_arrays(images, male, batch_size=3)
+    a = load_predictor(checkpoint).predict_arrays(images, male, batch_size=3)
+    b = load_predictor(out, backend="onnx").predict_arrays(images, male, batch_size=3)
     assert np.abs(a - b).max() < 0.05
     assert not np.allclose(a, a[0])  # real predictions, not a constant
 
@@ -46,13 +46,13 @@ def test_onnx_export_matches_torch(checkpoint, tmp_path, capsys):
 def test_onnx_errors(tmp_path):
     pytest.importorskip("onnxruntime")
     with pytest.raises(BoneAgeError, match="no such .onnx"):
-        Predictor.load(tmp_path / "none.onnx", backend="onnx")
+        load_predictor(tmp_path / "none.onnx", backend="onnx")
     (tmp_path / "x.onnx").write_bytes(b"garbage")
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(BoneAgeError, match="not a loadable ONNX"):
-        Predictor.load(tmp_path / "x.onnx", backend="onnx")
+        load_predictor(tmp_path / "x.onnx", backend="onnx")
     with pytest.raises(BoneAgeError, match="unknown backend"):
-        Predictor.load(tmp_path / "x.onnx", backend="tensorrt")
+        load_predictor(tmp_path / "x.onnx", backend="tensorrt")
 
 
 def _bright_is_old_model():
@@ -106,7 +106,7 @@ def test_heatmap_lands_on_the_film_where_the_input_came_from():
 
 
 def test_heatmap_on_registry_models(checkpoint):
-    pred = Predictor.load(checkpoint)
+    pred = load_predictor(checkpoint)
     img = np.random.default_rng(1).random((64, 64), np.float32)
     for method in ("gradcam", "occlusion"):
         cam = saliency(pred.model, img, False, method)
@@ -127,11 +127,11 @@ def test_onnx_sharing_the_float16_weights(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, 64, 64), dtype=np.uint8)
     male = np.array([1, 0, 1, 0, 1], bool)
-    t = Predictor.load(weights).estimate(images, male)
-    o = Predictor.load(out, backend="onnx").estimate(images, male)
+    t = load_predictor(weights).estimate(images, male)
+    o = load_predictor(out, backend="onnx").estimate(images, male)
     assert np.abs(t.mean - o.mean).max() < 1e-3 and np.abs(t.spread - o.spread).max() < 1e-3
     assert t.features.shape == (5, 512) and np.abs(t.features - o.features).max() < 1e-3
-    assert np.allclose(t.single, Predictor.load(weights).predict_arrays(images, male), atol=1e-4)
+    assert np.allclose(t.single, load_predictor(weights).predict_arrays(images, male), atol=1e-4)
     elsewhere = tmp_path / "sub"
     elsewhere.mkdir()
     assert main(["export", "--model", str(weights), "--out", str(elsewhere / "m.onnx"),
@@ -143,9 +143,9 @@ def test_card_correction_applies_on_every_backend_path(checkpoint):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (4, 64, 64), dtype=np.uint8)
     male = np.array([1, 0, 1, 0], bool)
-    plain = Predictor.load(checkpoint).predict_arrays(images, male)
+    plain = load_predictor(checkpoint).predict_arrays(images, male)
     card["output_correction"] = {"male": [10.0, 2.0], "female": [-5.0, 0.5]}
     checkpoint.with_suffix(".json").write_text(json.dumps(card))
-    fixed = Predictor.load(checkpoint).predict_arrays(images, male)
+    fixed = load_predictor(checkpoint).predict_arrays(images, male)
     want = np.where(male, 10 + 2 * plain, -5 + 0.5 * plain)
     assert np.allclose(fixed, want, atol=1e-3)

@@ -17,8 +17,8 @@ import numpy as np
 from boneage.data.images import decode_image, read_bytes, sniff_format
 from boneage.data.labels import parse_sex
 from boneage.errors import BoneAgeError
-from boneage.inference.predictor import Predictor
-from boneage.models.checkpoint import BUNDLED
+from boneage.inference.predictor import Predictor, TorchPredictor
+from boneage.models.checkpoint import BUNDLED, installed_name
 from boneage.preprocess.steps import Pipeline, ToUint8
 
 RESULT_COLUMNS = ("file", "sex", "bone_age_months", "bone_age_years", "interval_low_months",
@@ -221,25 +221,37 @@ def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
+def load_predictor(spec: str | Path, backend: str = "torch") -> Predictor:
+    """The network + preprocessing + card behind `spec` on one backend (torch: an installed
+    name, a run folder or a .safetensors checkpoint; onnx: an .onnx graph with its card)."""
+    if backend == "torch":
+        if not _installed("torch"):
+            raise BoneAgeError("this model needs PyTorch (pip install 'boneage[train]'), or "
+                               "use an ONNX model with --backend onnx")
+        return TorchPredictor.load(spec)
+    if backend == "onnx":
+        from boneage.inference.onnx import OnnxPredictor
+
+        return OnnxPredictor.load(spec)
+    raise BoneAgeError(f"unknown backend {backend!r} (torch or onnx)")
+
+
 def load_model(spec: str | Path = "default", backend: str | None = None, tta: bool = True,
                explain: bool = True) -> BoneAgeModel:
-    """An installed name ("default"), a run folder, a .safetensors checkpoint or an .onnx.
+    """An installed name ("default"), a run folder, a .safetensors checkpoint or an .onnx: the
+    one loader behind every command, the service and the Python API.
 
     backend None: for an installed model that ships an ONNX graph (the bundled one; it reads
     the same weights), ONNX Runtime when `explain` is False (no heatmaps wanted: the same
     numbers, without the ~2 s import of torch and MONAI) or when torch is missing; else
     PyTorch. A .onnx file always runs on ONNX Runtime."""
-    path = Path(spec)
-    installed = "/" not in str(spec) and path.suffix != ".onnx"
-    twin = BUNDLED / f"{spec}.onnx"  # an installed model's ONNX graph (same weights file)
-    has_twin = installed and twin.is_file()
+    name = installed_name(spec)
+    twin = BUNDLED / f"{name}.onnx" if name else None  # its ONNX graph (same weights file)
+    has_twin = twin is not None and twin.is_file()
     if backend is None:
         fast = has_twin and (not _installed("torch")
                              or (not explain and _installed("onnxruntime")))
-        backend = "onnx" if path.suffix == ".onnx" or fast else "torch"
+        backend = "onnx" if Path(spec).suffix == ".onnx" or fast else "torch"
     if backend == "onnx" and has_twin:
         spec = twin
-    if backend == "torch" and not _installed("torch"):
-        raise BoneAgeError("this model needs PyTorch (pip install 'boneage[train]'), or "
-                           "use an ONNX model with --backend onnx")
-    return BoneAgeModel(Predictor.load(spec, backend), tta=tta)
+    return BoneAgeModel(load_predictor(spec, backend), tta=tta)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from boneage.errors import BoneAgeError
 from boneage.preprocess.steps import Pipeline
 
 
@@ -23,16 +22,6 @@ class Predictor:
         self.card = card
         self.path = path
         self.pipeline = Pipeline.from_dict(card["pipeline"])
-
-    @staticmethod
-    def load(spec: str | Path, backend: str = "torch") -> Predictor:
-        if backend == "torch":
-            return TorchPredictor.load(spec)
-        if backend == "onnx":
-            from boneage.inference.onnx import OnnxPredictor
-
-            return OnnxPredictor.load(spec)
-        raise BoneAgeError(f"unknown backend {backend!r} (torch or onnx)")
 
     def _run(self, x: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(network output, pooled features or None) for a float32 batch."""

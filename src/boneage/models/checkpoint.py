@@ -83,11 +83,22 @@ def installed_models() -> list[Path]:
     return sorted(BUNDLED.glob("*.safetensors")) if BUNDLED.is_dir() else []
 
 
+def installed_name(spec: str | Path) -> str | None:
+    """The name of an installed model that `spec` names ("default"), or None: a bare name (no
+    folder part, no suffix) with NAME.safetensors in the package. A file or folder of that
+    name in the working directory is given as ./default."""
+    text = str(spec)
+    if isinstance(spec, Path) or not text or Path(text).name != text or Path(text).suffix:
+        return None
+    return text if (BUNDLED / f"{text}.safetensors").is_file() else None
+
+
 def resolve_model_path(spec: str | Path) -> Path:
     """"default" or another installed name, a run folder (its best checkpoint), a .safetensors
     file, or a card .json."""
-    if "/" not in str(spec) and (BUNDLED / f"{spec}.safetensors").is_file():
-        return BUNDLED / f"{spec}.safetensors"
+    name = installed_name(spec)
+    if name is not None:
+        return BUNDLED / f"{name}.safetensors"
     if str(spec) == "default":
         raise BoneAgeError("no bundled default model is installed in this version; "
                            "give --model RUN_DIR_OR_CHECKPOINT")

@@ -194,9 +194,11 @@ def _load_parts(cache: Path, split: dict[str, str]) -> tuple[Cache, Cache]:
 
 def global_rank() -> int:
     """This process's rank under torchrun or Lightning's DDP launcher (0 when alone)."""
-    if "RANK" in os.environ:
+    if "RANK" in os.environ:  # torchrun, SLURM-style launchers
         return int(os.environ["RANK"])
-    return int(os.environ.get("NODE_RANK", 0)) + int(os.environ.get("LOCAL_RANK", 0))
+    # Lightning's own launcher: node rank x processes per node + local rank
+    node, local = int(os.environ.get("NODE_RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    return node * int(os.environ.get("LOCAL_WORLD_SIZE", 1)) + local if node else local
 
 
 def _wait_for_rank_zero(out: Path, timeout_s: float = 6 * 3600) -> None:

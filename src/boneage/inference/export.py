@@ -1,0 +1,125 @@
+"""ONNX export: a model as one graph (inputs image and sex; outputs bone_age in months and
+features; dynamic batch), its card beside it with the declared "io". Needs torch and onnx; the
+runtime backend that runs such a graph without them is inference/onnx.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from boneage.errors import BoneAgeError
+from boneage.fileio import atomic_write_json
+from boneage.inference.predictor import TorchPredictor
+
+
+def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weights: bool = False
+                ) -> Path:
+    """Write OUT.onnx and its model card OUT.json (the same card, marked as ONNX).
+
+    share_weights: the graph reads its weights from the checkpoint's .safetensors (which must
+    sit in the same folder) instead of holding a second copy: a few kilobytes, the same
+    numbers. That is how the bundled model ships one set of weights for both backends."""
+    import warnings
+
+    import torch
+
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise BoneAgeError(f"{out}: the ONNX file name must end in .onnx")
+    from boneage.models.fusion import WithEmbedding
+
+    src = TorchPredictor.load(spec)
+    size = int(src.card["input_size"])
+    x = torch.rand(2, 1, size, size)
+    sex = torch.tensor([1.0, 0.0])
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # PRESERVE (the model is in eval mode) keeps each weight as saved instead of folding
+            # batch norms into convolutions; ONNX Runtime fuses them itself when it loads
+            torch.onnx.export(
+                WithEmbedding(src.model), (x, sex), str(tmp), input_names=["image", "sex"],
+                output_names=["bone_age", "features"], opset_version=opset, dynamo=False,
+                training=torch.onnx.TrainingMode.PRESERVE,
+                dynamic_axes={"image": {0: "batch"}, "sex": {0: "batch"},
+                              "bone_age": {0: "batch"}, "features": {0: "batch"}},
+            )
+        if src.card.get("weights_dtype") == "float16":
+            _store_half(tmp)
+        if share_weights:
+            if src.path.parent.resolve() != out.parent.resolve():
+                raise BoneAgeError(f"{out}: --share-weights needs the .onnx in the folder of "
+                                   f"its weights ({src.path.parent})")
+            _share_weights(tmp, src.path)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    onnx_info = {"opset": opset, "source": src.path.name if share_weights else str(src.path),
+                 "weights": src.path.name if share_weights else "embedded"}
+    # beside its own checkpoint (same stem) the two share one card, which now names the export
+    from boneage.models.contract import io_contract
+
+    io = io_contract(size, src.model.n_features)  # the graph answers in months
+    atomic_write_json(out.with_suffix(".json"), {**src.card, "io": io, "onnx": onnx_info})
+    return out
+
+
+def _store_half(path: Path) -> None:
+    """Store every float32 weight that float16 holds exactly (all of them, for a model loaded
+    from float16 weights) as float16 behind a Cast node: half the file, the same numbers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(path))
+    g = m.graph
+    casts = []
+    for init in list(g.initializer):
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        a = numpy_helper.to_array(init)
+        h = a.astype(np.float16)
+        if a.size < 16 or not np.array_equal(h.astype(np.float32), a):
+            continue
+        g.initializer.remove(init)
+        g.initializer.append(numpy_helper.from_array(h, f"{init.name}.fp16"))
+        casts.append(helper.make_node("Cast", [f"{init.name}.fp16"], [init.name],
+                                      to=TensorProto.FLOAT))
+    for i, node in enumerate(casts):
+        g.node.insert(i, node)
+    onnx.save(m, str(path))
+
+
+def _share_weights(path: Path, weights: Path) -> None:
+    """Point every initializer that is a checkpoint tensor (same name, dtype and shape) at its
+    bytes inside the .safetensors file (ONNX external data: location, offset, length)."""
+    import struct
+
+    import onnx
+    from onnx import TensorProto
+
+    raw = weights.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    kinds = {TensorProto.FLOAT: "F32", TensorProto.FLOAT16: "F16"}
+    m = onnx.load(str(path))
+    for init in m.graph.initializer:
+        key = init.name.removeprefix("model.").removesuffix(".fp16")
+        entry = header.get(key)
+        if (entry is None or kinds.get(init.data_type) != entry["dtype"]
+                or list(entry["shape"]) != list(init.dims)):
+            continue
+        start, end = entry["data_offsets"]
+        init.ClearField("raw_data")
+        del init.external_data[:]
+        for k, v in (("location", weights.name), ("offset", str(8 + n + start)),
+                     ("length", str(end - start))):
+            e = init.external_data.add()
+            e.key, e.value = k, v
+        init.data_location = TensorProto.EXTERNAL
+    onnx.save(m, str(path))
