@@ -84,15 +84,20 @@ def _pack_films(images: Path, labels: Path, pipeline: Path, dest: Path, keep: se
             offset += len(data)
 
 
-def _prepare_films(pack_dir: Path, cache: Path) -> None:
-    """On the lent machine: unpack the films and run `boneage prepare` with the packed pipeline."""
-    films = cache.parent / "films"
+def unpack_films(pack_dir: Path, films: Path) -> tuple[Path, Path]:
+    """The packed films written back as files into `films`: (that folder, the labels CSV)."""
     films.mkdir(parents=True, exist_ok=True)
     blob = (pack_dir / "films.bin").read_bytes()
     with open(pack_dir / "films.csv", newline="") as f:
         for r in csv.DictReader(f):
             start = int(r["offset"])
             (films / Path(r["name"]).name).write_bytes(blob[start:start + int(r["bytes"])])
+    return films, pack_dir / "labels.csv"
+
+
+def _prepare_films(pack_dir: Path, cache: Path) -> None:
+    """On the lent machine: unpack the films and run `boneage prepare` with the packed pipeline."""
+    films, _ = unpack_films(pack_dir, cache.parent / "films")
     t0 = time.time()
     subprocess.run([sys.executable, "-m", "boneage.cli", "prepare", "--images", str(films),
                     "--labels", str(pack_dir / "labels.csv"), "--pipeline",
