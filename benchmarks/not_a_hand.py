@@ -1,5 +1,6 @@
-"""How often the "does not look like a hand radiograph" warning fires: on real hand films (false
-alarms) and on pictures that are not hands (detections).
+"""How often a warning voids the estimate ("does not look like a hand radiograph", "looks like
+noise", ...: every such warning ends "the estimate is not meaningful"): on real hand films
+(false alarms) and on pictures that are not hands (detections).
 
     python benchmarks/not_a_hand.py [--model default] [--others DIR]
 
@@ -19,7 +20,9 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-WARNING = "does not look like a hand"
+# a film counts as flagged when any warning voids its estimate: "does not look like a hand
+# radiograph", "looks like noise", a non-hand DICOM header (each ends with MEANINGLESS)
+WARNING = "the estimate is not meaningful"
 
 
 def drawn_others() -> dict[str, np.ndarray]:

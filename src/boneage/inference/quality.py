@@ -10,6 +10,7 @@ INVERTED_SCORE = 0.75  # border brightness between the film's 5th and 95th perce
 MAX_MONTHS = 228.0  # 19 years: the end of the RSNA training range
 NOVELTY_MARGIN = 1.5  # x the 99.5th percentile of the calibration films' novelty
 MIN_FINGER_GAPS = 3  # notches between fingers (see preprocess.hand.finger_gaps)
+YOUNG_MONTHS = 36.0  # below this estimated bone age the finger count is not trusted
 NOT_A_HAND = "this does not look like a hand radiograph"
 MEANINGLESS = "the estimate is not meaningful"  # ends every warning that voids the estimate
 NOISE_TEXTURE = 0.5  # neighbour differences / spread: real films <= 0.26, pixel noise ~1.1
@@ -60,15 +61,19 @@ def border_brightness(image: np.ndarray) -> float:
     return float((np.median(ring) - lo) / max(1.0, hi - lo))
 
 
-def _not_a_hand(gaps: int | None, novelty_score: float | None, ref: dict[str, Any] | None
-                ) -> bool:
+def _not_a_hand(gaps: int | None, novelty_score: float | None, ref: dict[str, Any] | None,
+                bone_age_months: float | None = None) -> bool:
     """No fingers on the film's main object and features unlike the calibration films', or
     features far unlike them whatever the shape. Either signal alone misfires: a few percent
     of real films lose their fingers to thresholding, and infants' films sit at the edge of
-    the feature distribution."""
+    the feature distribution. Under YOUNG_MONTHS of estimated bone age the finger count is not
+    used at all: a small child's short, cartilage-ended fingers merge under thresholding (the
+    RSNA film 1418, bone age 24 months, showed no gaps), so only far-off features count."""
     unusual = novelty_score is not None and ref is not None
     if unusual and novelty_score > ref["threshold"]:
         return True
+    if bone_age_months is not None and bone_age_months < YOUNG_MONTHS:
+        return False
     return gaps is not None and gaps < MIN_FINGER_GAPS and (
         not unusual or novelty_score > ref.get("p90", ref["threshold"]))
 
@@ -79,7 +84,7 @@ def quality_warnings(meta: dict[str, Any], bone_age_months: float,
     """meta: what preparing the film recorded (crop fallback, border brightness); novelty:
     how far the film's features lie from the hand films the model was calibrated on."""
     out = []
-    if _not_a_hand(meta.get("finger_gaps"), novelty_score, reference):
+    if _not_a_hand(meta.get("finger_gaps"), novelty_score, reference, bone_age_months):
         out.append(f"{NOT_A_HAND}: {MEANINGLESS}")
     if meta.get("texture", 0.0) > NOISE_TEXTURE:
         out.append(f"this looks like noise, not a radiograph: {MEANINGLESS}")
