@@ -82,6 +82,15 @@ def small_set(request, tmp_path: Path) -> tuple[Path, Path]:
     return d, d / "labels.csv"
 
 
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    """A small untrained checkpoint (seed pipeline, 64 px) for plumbing tests; needs torch."""
+    pytest.importorskip("torch")
+    from tests.helpers import make_test_model
+
+    return make_test_model(tmp_path)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """Name the browser test's screenshot in the log (CI keeps it as an artifact)."""
     shot = Path(os.environ.get("BONEAGE_ARTIFACTS", ROOT / "test-artifacts")) / "page.png"

@@ -21,9 +21,10 @@ def test_metrics_on_hand_computed_values():
 
 def test_sds_uses_the_childs_own_sex(tmp_path):
     pytest.importorskip("torch")
+    from boneage.data.synthetic import synthetic_film
     from boneage.inference.api import load_model
     from boneage.inference.reference import sd_for_age
-    from tests.unit.test_predict import make_test_model, synthetic_film
+    from tests.helpers import make_test_model
 
     model = load_model(str(make_test_model(tmp_path)))
     film, _ = synthetic_film(height=400, width=300, seed=1)
@@ -38,7 +39,7 @@ def test_sds_uses_the_childs_own_sex(tmp_path):
 def test_dicom_rescale_applied_before_the_window(tmp_path):
     pytest.importorskip("pydicom")
     from boneage.data.dicom import decode_dicom
-    from tests.unit.test_dicom import write_dicom
+    from tests.helpers import write_dicom
 
     px = np.tile(np.linspace(0, 4000, 200).astype(np.uint16), (40, 1))
     path = write_dicom(tmp_path / "r.dcm", px, window=(3000, 200))

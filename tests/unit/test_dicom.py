@@ -8,41 +8,7 @@ pydicom = pytest.importorskip("pydicom")
 from boneage.data.dicom import decode_dicom  # noqa: E402
 from boneage.data.images import read_image  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
-
-
-def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", sex="F", age="010Y",
-                window=None, birth=None, study=None):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientName = "Doe^Jane"
-    ds.PatientSex = sex
-    if age:
-        ds.PatientAge = age
-    if birth:
-        ds.PatientBirthDate = birth
-    if study:
-        ds.StudyDate = study
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+from tests.helpers import write_dicom  # noqa: E402
 
 
 def test_monochrome1_is_inverted_and_header_read(tmp_path):

@@ -24,7 +24,6 @@ from boneage.data.synthetic import synthetic_film  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
 from boneage.inference.api import load_model, read_film  # noqa: E402
 from boneage.service.app import Settings, create_app  # noqa: E402
-from tests.unit.test_predict import model_path  # noqa: E402,F401
 
 
 def dicom_bytes(pixels: np.ndarray, frames: int = 1, deflate: bool = False, **tags) -> bytes:
@@ -133,7 +132,7 @@ def test_multi_frame_and_colour_dicoms_are_read_as_one_grey_film(tmp_path):
         assert f.pixels.ndim == 2 and any("colour" in n for n in f.notes), name
 
 
-def test_header_says_not_a_hand(model_path, tmp_path):  # noqa: F811
+def test_header_says_not_a_hand(model_path, tmp_path):
     film, _ = synthetic_film(height=300, width=240, seed=3)
     m = load_model(str(model_path))
     r = m.predict(dicom_bytes(film.astype(np.uint16) * 200, Modality="MR"),
@@ -145,7 +144,7 @@ def test_header_says_not_a_hand(model_path, tmp_path):  # noqa: F811
     assert not any("DICOM" in w for w in r.warnings)
 
 
-def test_cli_one_line_per_bad_file_and_no_traceback(model_path, tmp_path, lowered,  # noqa: F811
+def test_cli_one_line_per_bad_file_and_no_traceback(model_path, tmp_path, lowered,
                                                     capsys):
     files = corpus(tmp_path / "c")
     for name, path in files.items():
@@ -161,7 +160,7 @@ def test_cli_one_line_per_bad_file_and_no_traceback(model_path, tmp_path, lowere
             assert len(errors) == 1 and "\n" not in errors[0], name
 
 
-def test_folder_of_hostile_files_reads_by_content(model_path, tmp_path, capsys):  # noqa: F811
+def test_folder_of_hostile_files_reads_by_content(model_path, tmp_path, capsys):
     d = tmp_path / "export"
     d.mkdir()
     film, _ = synthetic_film(height=300, width=240, seed=3)
@@ -179,7 +178,7 @@ def test_folder_of_hostile_files_reads_by_content(model_path, tmp_path, capsys):
     assert "2 not an image" in note[0] and "2 broken or looping link" in note[0]
 
 
-def test_service_never_answers_5xx(model_path, tmp_path, lowered):  # noqa: F811
+def test_service_never_answers_5xx(model_path, tmp_path, lowered):
     files = corpus(tmp_path / "c")
     before = set(os.listdir(tmp_path))
     c = TestClient(create_app(load_model(str(model_path)), Settings()))
@@ -200,7 +199,7 @@ def test_service_never_answers_5xx(model_path, tmp_path, lowered):  # noqa: F811
     assert set(os.listdir(tmp_path)) == before  # nothing written beside the corpus
 
 
-def test_out_file_is_never_half_written(model_path, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_out_file_is_never_half_written(model_path, tmp_path, monkeypatch, capsys):
     """Two runs into the same --out at once, and a run stopped by Ctrl-C: each leaves a whole
     CSV (header + complete rows) and no temporary file behind."""
     import csv
@@ -271,7 +270,7 @@ def _nothing():
     return nullcontext()
 
 
-def test_json_and_table_outputs_stay_well_formed(model_path, tmp_path, capsys):  # noqa: F811
+def test_json_and_table_outputs_stay_well_formed(model_path, tmp_path, capsys):
     import json
 
     film, _ = synthetic_film(height=300, width=240, seed=1)

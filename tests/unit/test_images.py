@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import struct
-import zlib
-
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +7,7 @@ import pytest
 from boneage.data import images
 from boneage.data.images import decode_image, read_image
 from boneage.errors import BoneAgeError
+from tests.helpers import png_header
 
 
 def test_png_8_and_16_bit(tmp_path):
@@ -63,16 +61,9 @@ def test_missing_file_and_folder(tmp_path):
         read_image(tmp_path)
 
 
-def _png_header(w: int, h: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk
-            + struct.pack(">I", zlib.crc32(chunk)))
-
-
 def test_decompression_bomb_rejected_before_decoding():
     with pytest.raises(BoneAgeError, match="over the limit"):
-        decode_image(_png_header(100_000, 100_000), "bomb.png")
+        decode_image(png_header(100_000, 100_000), "bomb.png")
 
 
 def test_jpeg_header_size(tmp_path):

@@ -19,35 +19,8 @@ from boneage.cli import main  # noqa: E402
 from boneage.data.synthetic import synthetic_film  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
 from boneage.inference.api import RESULT_COLUMNS  # noqa: E402
-from boneage.models.checkpoint import read_card, save_checkpoint  # noqa: E402
-from boneage.models.registry import build_model  # noqa: E402
-from boneage.preprocess.steps import seed_pipeline  # noqa: E402
-from tests.unit.test_dicom import write_dicom  # noqa: E402
-
-
-def make_test_model(folder):
-    """A small untrained model with the seed pipeline at 64 px: for plumbing, not accuracy."""
-    torch.manual_seed(0)
-    card = {"arch": "resnet18", "model_kwargs": {}, "input_size": 64,
-            "pipeline": seed_pipeline(64).to_dict(), "target_norm": {"mean": 120.0, "std": 40.0}}
-    return save_checkpoint(build_model("resnet18").eval(), card, folder / "m.safetensors")
-
-
-def make_calibration_set(folder, n: int = 12):
-    """n synthetic films and labels.csv, enough to calibrate an interval."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["id,boneage,male"]
-    for i in range(n):
-        film, _ = synthetic_film(height=300, width=240, seed=10 + i)
-        cv2.imwrite(str(folder / f"c{i}.png"), film)
-        lines.append(f"c{i},{60 + 10 * i},{i % 2}")
-    (folder / "cal.csv").write_text("\n".join(lines) + "\n")
-    return folder / "cal.csv"
-
-
-@pytest.fixture
-def model_path(tmp_path):
-    return make_test_model(tmp_path)
+from boneage.models.checkpoint import read_card  # noqa: E402
+from tests.helpers import make_calibration_set, make_test_model, write_dicom  # noqa: E402
 
 
 @pytest.fixture

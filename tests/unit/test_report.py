@@ -16,7 +16,6 @@ pytest.importorskip("torch")
 
 from boneage.inference.api import BoneAgeResult, load_model  # noqa: E402
 from boneage.inference.report import pdf_report, report_filename, years_months  # noqa: E402
-from tests.unit.test_predict import model_path  # noqa: E402,F401
 
 
 def text_of(pdf: bytes) -> str:
@@ -36,7 +35,7 @@ def _result(**kw) -> BoneAgeResult:
     return BoneAgeResult(**{**base, **kw})
 
 
-def test_report_text_with_and_without_chronological_age(model_path, tmp_path):  # noqa: F811
+def test_report_text_with_and_without_chronological_age(model_path, tmp_path):
     model = load_model(str(model_path))
     film = np.full((900, 600), 60, np.uint8)
     full = _result(chronological_age_months=150.0, difference_months=5.2, sds=0.45,
@@ -51,7 +50,7 @@ def test_report_text_with_and_without_chronological_age(model_path, tmp_path):  
     assert "Category" not in bare and "SDS:" not in bare
 
 
-def test_no_category_under_a_not_meaningful_warning(model_path):  # noqa: F811
+def test_no_category_under_a_not_meaningful_warning(model_path):
     """A blank picture is flagged "not a hand": its comparison stops at the difference."""
     model = load_model(str(model_path))
     r = model.predict(np.full((600, 500), 90, np.uint8), sex="M", chronological_age_months=100)
@@ -63,9 +62,9 @@ def test_no_category_under_a_not_meaningful_warning(model_path):  # noqa: F811
         assert cat not in text
 
 
-def test_no_sds_outside_the_reference_table(model_path):  # noqa: F811
+def test_no_sds_outside_the_reference_table(model_path):
     model = load_model(str(model_path))
-    from tests.unit.test_predict import synthetic_film
+    from boneage.data.synthetic import synthetic_film
 
     film, _ = synthetic_film(height=500, width=400, seed=1)
     r = model.predict(film, sex="F", chronological_age_months=0)
@@ -74,7 +73,7 @@ def test_no_sds_outside_the_reference_table(model_path):  # noqa: F811
 
 
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils not installed")
-def test_report_renders_with_the_film_at_its_shape(model_path, tmp_path):  # noqa: F811
+def test_report_renders_with_the_film_at_its_shape(model_path, tmp_path):
     """The page as a picture (saved for a person to look at): the film panel keeps the film's
     tall shape, so a dark column runs down the page's left half."""
     from tests.conftest import ROOT

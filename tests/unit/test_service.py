@@ -18,8 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from boneage.data.synthetic import synthetic_film  # noqa: E402
 from boneage.inference.api import load_model  # noqa: E402
 from boneage.service.app import Settings, create_app  # noqa: E402
-from tests.unit.test_dicom import write_dicom  # noqa: E402
-from tests.unit.test_predict import model_path  # noqa: E402,F401
+from tests.helpers import png_header, write_dicom  # noqa: E402
 
 
 def decode_data_url(url: str) -> np.ndarray:
@@ -36,7 +35,7 @@ def png(seed: int = 0) -> bytes:
 
 
 @pytest.fixture
-def client(model_path):  # noqa: F811
+def client(model_path):
     return TestClient(create_app(load_model(str(model_path)), Settings(max_upload_bytes=2**20)))
 
 
@@ -105,9 +104,8 @@ def test_oversized_upload_413(client):
 
 
 def test_pixel_bomb_413(client):
-    from tests.unit.test_images import _png_header
 
-    r = client.post("/v1/predict", files={"file": ("b.png", _png_header(50_000, 50_000),
+    r = client.post("/v1/predict", files={"file": ("b.png", png_header(50_000, 50_000),
                                                    "image/png")}, data={"sex": "F"})
     assert r.status_code == 413
 
@@ -157,7 +155,7 @@ def running(app, **protocol_settings):
             setattr(protocol, k, v)
 
 
-def test_chunked_upload_refused_while_it_streams(model_path):  # noqa: F811
+def test_chunked_upload_refused_while_it_streams(model_path):
     """300 MB sent chunked, without Content-Length: the 413 arrives after about the limit has
     been counted, not after the whole body."""
     import select
@@ -181,7 +179,7 @@ def test_chunked_upload_refused_while_it_streams(model_path):  # noqa: F811
     assert sent < 40  # MB: stopped near the 4 MB limit, far from 300
 
 
-def test_headers_trickled_slowly_are_cut_off(model_path):  # noqa: F811
+def test_headers_trickled_slowly_are_cut_off(model_path):
     import socket
 
     app = create_app(load_model(str(model_path)))
@@ -204,7 +202,7 @@ def test_headers_trickled_slowly_are_cut_off(model_path):  # noqa: F811
     assert closed and time.monotonic() - t0 < 4
 
 
-def test_api_key(model_path):  # noqa: F811
+def test_api_key(model_path):
     c = TestClient(create_app(load_model(str(model_path)), Settings(api_key="s3cret")))
     files = {"file": ("f.png", png(), "image/png")}
     assert c.post("/v1/predict", files=files, data={"sex": "F"}).status_code == 401
@@ -221,7 +219,7 @@ def test_api_key(model_path):  # noqa: F811
         assert r.status_code == 401 and "API key" in r.json()["error"], route
 
 
-def test_cors_preflight_with_an_api_key(model_path):  # noqa: F811
+def test_cors_preflight_with_an_api_key(model_path):
     c = TestClient(create_app(load_model(str(model_path)), Settings(
         api_key="k", cors_origins=("https://ris.example",))))
     pre = c.options("/v1/predict", headers={
@@ -234,7 +232,7 @@ def test_cors_preflight_with_an_api_key(model_path):  # noqa: F811
     assert denied.headers["access-control-allow-origin"] == "https://ris.example"
 
 
-def test_full_queue_503_with_retry_after(model_path):  # noqa: F811
+def test_full_queue_503_with_retry_after(model_path):
     model = load_model(str(model_path))
     release = threading.Event()
     real = model.predict_films
@@ -262,7 +260,7 @@ def test_full_queue_503_with_retry_after(model_path):  # noqa: F811
     assert results[0].status_code == 200
 
 
-def test_nothing_written_unless_asked(model_path, tmp_path, monkeypatch):  # noqa: F811
+def test_nothing_written_unless_asked(model_path, tmp_path, monkeypatch):
     import tempfile
 
     from starlette import formparsers

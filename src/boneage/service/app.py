@@ -21,13 +21,14 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -193,196 +194,257 @@ async def read_form(request: Request, max_upload: int) -> Form:
     return Form(data, Path(upload.filename or "upload").name or "upload", fields)
 
 
+# ---------------------------------------------------------------- dependencies (each alone)
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_model(request: Request) -> BoneAgeModel:
+    return request.app.state.model
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelDep = Annotated[BoneAgeModel, Depends(get_model)]
+
+
+def require_key(request: Request, settings: SettingsDep) -> None:
+    """401 unless the request carries the API key (X-API-Key, or Authorization: Bearer), when
+    one is set. On every /v1/ route by construction (the router's dependency), before any
+    body is read."""
+    if settings.api_key is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = given or auth[7:]
+    if not secrets.compare_digest(given.encode(), settings.api_key.encode()):
+        raise HTTPError(401, "missing or wrong API key (send X-API-Key)")
+
+
+async def queue_slot(request: Request) -> AsyncIterator[None]:
+    """A place in the bounded inference queue, taken before the body is read (a full server
+    receives no uploads: 503 with Retry-After) and given back when the request is done."""
+    gate: Gate = request.app.state.gate
+    if not gate.enter():
+        raise HTTPError(503, "busy: the inference queue is full, retry shortly",
+                        {"Retry-After": "1"})
+    try:
+        yield
+    finally:
+        gate.leave()
+
+
+@dataclass
+class Upload:
+    """A checked upload: the film's bytes and the form's fields, validated before any work."""
+
+    form: Form
+    sex: str | None
+    age: float | None
+    heatmap: bool
+    identifier: str | None
+    study_date: str | None
+
+
+async def upload(request: Request, _slot: Annotated[None, Depends(queue_slot)],
+                 settings: SettingsDep) -> Upload:
+    """The bounded multipart upload and its fields (400/408/413/415 before any inference);
+    kept on disk only with --keep-uploads."""
+    form = await read_form(request, settings.max_upload_bytes)
+    try:
+        age = check_age(form.text("chronological_age_months", 32))
+    except BoneAgeError as e:
+        raise HTTPError(400, f"chronological_age_months: {e}") from None
+    sex = form.text("sex", 16)
+    identifier = form.text("identifier", 120)
+    study = form.text("study_date", 10)
+    if study and not _is_date(study):
+        raise HTTPError(400, "study_date: expected YYYY-MM-DD")
+    heatmap = form.flag("heatmap")
+    if not form.file:
+        raise HTTPError(400, "file: empty upload")
+    if sniff_format(form.file) is None:
+        raise HTTPError(415, "file: not an image (PNG, JPEG or DICOM expected)")
+    if settings.keep_uploads is not None:
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.upload"
+        (settings.keep_uploads / name).write_bytes(form.file)
+    return Upload(form, sex, age, heatmap, identifier, study)
+
+
+UploadDep = Annotated[Upload, Depends(upload)]
+
+
+# ------------------------------------------------------------------ the work (no framework)
+@dataclass
+class Estimate:
+    result: Any  # BoneAgeResult
+    film: Any  # Film
+    heatmap: Any  # BGR overlay or None
+
+
+def estimate(model: BoneAgeModel, up: Upload, heatmap: bool) -> Estimate:
+    """Read, check and estimate one uploaded film (runs in the inference pool); each film
+    is read and prepared once, for the estimate and the heatmap."""
+    name = up.form.filename
+    try:
+        film = read_film(up.form.file, name=name)
+    except BoneAgeError as e:
+        msg = str(e).removeprefix(f"{name}: ")
+        raise HTTPError(413 if isinstance(e, TooLarge) else 422, f"file: {msg}") from None
+    if up.sex is None and film.male is None:
+        raise HTTPError(400, "sex: choose M or F (the bone-age standards differ by sex; "
+                        "this film carries no PatientSex)")
+    try:
+        male = resolve_sex(up.sex, film)
+    except BoneAgeError as e:
+        raise HTTPError(400, f"sex: {str(e).removeprefix(f'{name}: ')}") from None
+    prepared = model.prepare(film)
+    result = model.predict_films([film], [male], [up.age], [prepared])[0]
+    heat = None
+    if heatmap and model.explains:
+        heat = model.heatmap(film, male, prepared)
+    elif heatmap:
+        result.warnings.append("no heatmap: it needs the PyTorch backend")
+    return Estimate(result, film, heat)
+
+
+def as_json(model: BoneAgeModel, est: Estimate) -> dict[str, Any]:
+    from boneage.inference.explain import display_film
+
+    return {**est.result.to_dict(), "model": model.name, "study_date": est.film.study_date,
+            "film": jpeg_data_url(display_film(est.film.pixels)),
+            "heatmap": None if est.heatmap is None else jpeg_data_url(est.heatmap)}
+
+
+def as_pdf(model: BoneAgeModel, est: Estimate, up: Upload) -> tuple[bytes, str]:
+    from boneage.inference.report import pdf_report, report_filename
+
+    film = est.film
+    return (pdf_report(model, est.result, film.pixels, est.heatmap,
+                       identifier=up.identifier or film.name,
+                       study_date=up.study_date or film.study_date),
+            report_filename(up.identifier or Path(film.name).stem))
+
+
+async def in_pool(request: Request, fn) -> Any:
+    """Run fn() in the app's bounded inference pool, off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(request.app.state.pool, fn)
+
+
+# --------------------------------------------------------------------------------- the routes
+ERRORS = {code: {"model": Error} for code in (400, 401, 408, 413, 415, 422, 503)}
+STATIC = Path(__file__).parent / "static"
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)],
+               responses={401: {"model": Error}})
+
+
+@v1.api_route("/reference", methods=["GET", "HEAD"])
+async def reference_table() -> dict[str, Any]:
+    """The Greulich & Pyle / Brush Foundation table (for growth charts)."""
+    from boneage.inference.reference import reference
+
+    return reference()
+
+
+@v1.api_route("/models", methods=["GET", "HEAD"], response_model=ModelList)
+async def models(model: ModelDep) -> ModelList:
+    card = model.card
+    cal = card.get("calibration") or {}
+    val = (card.get("metrics") or {}).get("val") or {}
+    return ModelList(models=[ModelInfo(
+        name=model.name, arch=card["arch"], input_size=card.get("input_size"),
+        validation_mae_months=val.get("mae"), calibrated=bool(cal),
+        interval_coverage=cal.get("coverage"))])
+
+
+@v1.post("/predict", response_model=Prediction, responses=ERRORS,
+         openapi_extra=_form_doc(("file", "sex", "chronological_age_months", "heatmap")))
+async def predict(request: Request, up: UploadDep, model: ModelDep) -> dict[str, Any]:
+    """The estimate for one film, with the film (and its heatmap) for display."""
+    return await in_pool(request, lambda: as_json(model, estimate(model, up, up.heatmap)))
+
+
+@v1.post("/report", response_class=Response, responses={
+    200: {"content": {"application/pdf": {}}, "description": "one-page PDF report"}, **ERRORS},
+    openapi_extra=_form_doc(("file", "sex", "chronological_age_months", "identifier",
+                             "study_date")))
+async def report(request: Request, up: UploadDep, model: ModelDep) -> Response:
+    """A one-page PDF report for one film."""
+    pdf, filename = await in_pool(request, lambda: as_pdf(model, estimate(model, up, True), up))
+    return Response(pdf, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status, headers=headers)
+
+
+async def _http_error(request: Request, exc: HTTPError) -> JSONResponse:
+    return _error(exc.status, exc.message, exc.headers)
+
+
+async def _route_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    words = {404: "no such page or endpoint", 405: "method not allowed here"}
+    return _error(exc.status_code, words.get(exc.status_code, str(exc.detail)),
+                  getattr(exc, "headers", None))
+
+
+async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
+    return _error(400, f"{where}: {first.get('msg', 'invalid')}")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method,
+              request.url.path)  # the type only: a message could carry patient data
+    return _error(500, "internal error (logged on the server)")
+
+
+async def _access_log(request: Request, call_next):
+    """Method, path, status and time only: never file names, DICOM tags or form values."""
+    t0 = time.perf_counter()
+    response = await call_next(request)
+    log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code,
+             (time.perf_counter() - t0) * 1000)
+    return response
+
+
 def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI:
+    """The app: state (model, settings, queue gate, pool), error handlers, routes, CORS."""
     s = settings or Settings()
-    pool = ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="infer")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        pool.shutdown(wait=True, cancel_futures=True)  # a clean stop finishes what it started
+        app.state.pool.shutdown(wait=True, cancel_futures=True)  # finish what it started
 
     app = FastAPI(title="boneage", version=__version__, lifespan=lifespan,
                   docs_url="/docs" if s.docs else None, redoc_url=None,
                   description="Bone age from a hand radiograph. Research use only.")
-    gate = Gate(s.workers + s.queue)
-    app.state.model, app.state.settings, app.state.gate = model, s, gate
-
-    def error(status: int, message: str, headers: dict[str, str] | None = None):
-        return JSONResponse({"error": message}, status, headers=headers)
-
-    @app.exception_handler(HTTPError)
-    async def _http_error(request: Request, exc: HTTPError) -> JSONResponse:
-        return error(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _route_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        words = {404: "no such page or endpoint", 405: "method not allowed here"}
-        return error(exc.status_code, words.get(exc.status_code, str(exc.detail)),
-                     getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
-        return error(400, f"{where}: {first.get('msg', 'invalid')}")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected %s on %s %s", type(exc).__name__, request.method,
-                  request.url.path)  # the type only: a message could carry patient data
-        return error(500, "internal error (logged on the server)")
-
-    @app.middleware("http")
-    async def _access_log(request: Request, call_next):
-        t0 = time.perf_counter()
-        # the key is checked before the body is read (401 first); CORS preflights carry no
-        # credentials by design and are answered by the CORS layer outside this one
-        if (s.api_key is not None and request.url.path.startswith("/v1/")
-                and request.method != "OPTIONS"):
-            try:
-                check_key(request)
-            except HTTPError as e:
-                return error(e.status, e.message)
-        response = await call_next(request)
-        # method, path, status and time only: never file names, DICOM tags or form values
-        log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code,
-                 (time.perf_counter() - t0) * 1000)
-        return response
-
+    app.state.model, app.state.settings = model, s
+    app.state.gate = Gate(s.workers + s.queue)
+    app.state.pool = ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="infer")
+    app.add_exception_handler(HTTPError, _http_error)
+    app.add_exception_handler(StarletteHTTPException, _route_error)
+    app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(Exception, _unexpected)
+    app.middleware("http")(_access_log)
     if s.cors_origins:  # added last, so it wraps everything: errors carry CORS headers too
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["*"])
-
-    def check_key(request: Request) -> None:
-        if s.api_key is None:
-            return
-        given = request.headers.get("x-api-key", "")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = given or auth[7:]
-        if not secrets.compare_digest(given.encode(), s.api_key.encode()):
-            raise HTTPError(401, "missing or wrong API key (send X-API-Key)")
-
-    def estimate(data: bytes, name: str, sex: str | None, age: float | None, heatmap: bool):
-        """(result, film, heatmap or None); runs in the inference pool."""
-        try:
-            film = read_film(data, name=name)
-        except BoneAgeError as e:
-            msg = str(e).removeprefix(f"{name}: ")
-            raise HTTPError(413 if isinstance(e, TooLarge) else 422, f"file: {msg}") from None
-        if sex in (None, "") and film.male is None:
-            raise HTTPError(400, "sex: choose M or F (the bone-age standards differ by sex; "
-                            "this film carries no PatientSex)")
-        try:
-            male = resolve_sex(sex, film)
-        except BoneAgeError as e:
-            raise HTTPError(400, f"sex: {str(e).removeprefix(f'{name}: ')}") from None
-        prepared = model.prepare(film)  # once, for the estimate and the heatmap
-        result = model.predict_films([film], [male], [age], [prepared])[0]
-        heat = None
-        if heatmap and model.explains:
-            heat = model.heatmap(film, male, prepared)
-        elif heatmap:
-            result.warnings.append("no heatmap: it needs the PyTorch backend")
-        return result, film, heat
-
-    def as_json(out) -> dict[str, Any]:
-        from boneage.inference.explain import display_film
-
-        result, film, heat = out
-        return {**result.to_dict(), "model": model.name, "study_date": film.study_date,
-                "film": jpeg_data_url(display_film(film.pixels)),
-                "heatmap": None if heat is None else jpeg_data_url(heat)}
-
-    async def run(request: Request, render, heatmap: bool | None = None) -> Any:
-        """Shared by /v1/predict and /v1/report: the queue slot, the bounded upload, the checks,
-        the pool (the API key was checked by the middleware)."""
-        if not gate.enter():  # before the body is read: a full server receives no uploads
-            raise HTTPError(503, "busy: the inference queue is full, retry shortly",
-                            {"Retry-After": "1"})
-        try:
-            form = await read_form(request, s.max_upload_bytes)
-            try:
-                age = check_age(form.text("chronological_age_months", 32))
-            except BoneAgeError as e:
-                raise HTTPError(400, f"chronological_age_months: {e}") from None
-            sex = form.text("sex", 16)
-            form.text("identifier", 120)  # the report's fields, checked before any work
-            study = form.text("study_date", 10)
-            if study and not _is_date(study):
-                raise HTTPError(400, "study_date: expected YYYY-MM-DD")
-            want_heatmap = form.flag("heatmap") if heatmap is None else heatmap
-            if not form.file:
-                raise HTTPError(400, "file: empty upload")
-            if sniff_format(form.file) is None:
-                raise HTTPError(415, "file: not an image (PNG, JPEG or DICOM expected)")
-            if s.keep_uploads is not None:
-                name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.upload"
-                (s.keep_uploads / name).write_bytes(form.file)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(pool, lambda: render(
-                estimate(form.file, form.filename, sex, age, want_heatmap), form))
-        finally:
-            gate.leave()
-
-    static = Path(__file__).parent / "static"
-    app.mount("/static", StaticFiles(directory=static), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
-        return FileResponse(static / "index.html")
-
-    @app.api_route("/v1/reference", methods=["GET", "HEAD"])
-    async def reference_table() -> dict[str, Any]:
-        """The Greulich & Pyle / Brush Foundation table (for growth charts)."""
-        from boneage.inference.reference import reference
-
-        return reference()
+        return FileResponse(STATIC / "index.html")
 
     @app.api_route("/health", methods=["GET", "HEAD"], response_model=Health)
     async def health() -> Health:
         return Health(status="ok", model=model.name, version=__version__,
                       api_key_required=s.api_key is not None, heatmaps=model.explains)
 
-    @app.api_route("/v1/models", methods=["GET", "HEAD"], response_model=ModelList,
-                   responses={401: {"model": Error}})
-    async def models(request: Request) -> ModelList:
-        card = model.card
-        cal = card.get("calibration") or {}
-        val = (card.get("metrics") or {}).get("val") or {}
-        return ModelList(models=[ModelInfo(
-            name=model.name, arch=card["arch"], input_size=card.get("input_size"),
-            validation_mae_months=val.get("mae"), calibrated=bool(cal),
-            interval_coverage=cal.get("coverage"))])
-
-    errors = {code: {"model": Error} for code in (400, 401, 408, 413, 415, 422, 503)}
-
-    @app.post("/v1/predict", response_model=Prediction, responses=errors,
-              openapi_extra=_form_doc(("file", "sex", "chronological_age_months", "heatmap")))
-    async def predict(request: Request) -> dict[str, Any]:
-        """The estimate for one film, with the film (and its heatmap) for display."""
-        return await run(request, lambda out, form: as_json(out))
-
-    @app.post("/v1/report", response_class=Response, responses={
-        200: {"content": {"application/pdf": {}}, "description": "one-page PDF report"},
-        **errors}, openapi_extra=_form_doc(("file", "sex", "chronological_age_months",
-                                            "identifier", "study_date")))
-    async def report(request: Request) -> Response:
-        """A one-page PDF report for one film."""
-        from boneage.inference.report import pdf_report, report_filename
-
-        def as_pdf(out, form: Form) -> tuple[bytes, str]:
-            ident, study = form.text("identifier", 120), form.text("study_date", 10)
-            result, film, heat = out
-            return (pdf_report(model, result, film.pixels, heat, identifier=ident or film.name,
-                               study_date=study or film.study_date),
-                    report_filename(ident or Path(film.name).stem))
-
-        pdf, filename = await run(request, as_pdf, heatmap=True)
-        return Response(pdf, media_type="application/pdf",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-
+    app.include_router(v1)
     return app

@@ -1,0 +1,80 @@
+"""Helpers shared by several test modules (plain functions; the fixtures built on them live
+in conftest.py), so no test module imports another."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+
+from boneage.data.synthetic import synthetic_film
+
+
+def make_test_model(folder):
+    """A small untrained model with the seed pipeline at 64 px: for plumbing, not accuracy."""
+    import torch
+
+    from boneage.models.checkpoint import save_checkpoint
+    from boneage.models.registry import build_model
+    from boneage.preprocess.steps import seed_pipeline
+
+    torch.manual_seed(0)
+    card = {"arch": "resnet18", "model_kwargs": {}, "input_size": 64,
+            "pipeline": seed_pipeline(64).to_dict(), "target_norm": {"mean": 120.0, "std": 40.0}}
+    return save_checkpoint(build_model("resnet18").eval(), card, folder / "m.safetensors")
+
+
+def make_calibration_set(folder, n: int = 12):
+    """n synthetic films and labels.csv, enough to calibrate an interval."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["id,boneage,male"]
+    for i in range(n):
+        film, _ = synthetic_film(height=300, width=240, seed=10 + i)
+        cv2.imwrite(str(folder / f"c{i}.png"), film)
+        lines.append(f"c{i},{60 + 10 * i},{i % 2}")
+    (folder / "cal.csv").write_text("\n".join(lines) + "\n")
+    return folder / "cal.csv"
+
+
+def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", sex="F", age="010Y",
+                window=None, birth=None, study=None):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName = "Doe^Jane"
+    ds.PatientSex = sex
+    if age:
+        ds.PatientAge = age
+    if birth:
+        ds.PatientBirthDate = birth
+    if study:
+        ds.StudyDate = study
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def png_header(w: int, h: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)))
