@@ -370,7 +370,7 @@ def _parser_compare(sub) -> None:
 # ---------------------------------------------------------------------------------- predict
 def cmd_predict(a: argparse.Namespace) -> int:
     from boneage.inference.api import load_model
-    from boneage.inference.batch import predict_paths
+    from boneage.inference.batch import BatchOptions, predict_paths
     from boneage.preprocess.prepare import cpu_count
 
     model = load_model(a.model, a.backend, tta=not a.no_tta,
@@ -378,9 +378,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if a.heatmap and not model.explains:
         raise BoneAgeError("--heatmap needs the PyTorch backend (Grad-CAM differentiates the "
                            "network): pip install 'boneage[train]' and --backend torch")
-    done, errors = predict_paths(model, a.paths, a.sex, a.labels, a.chronological_age,
-                                 a.format, a.out, a.heatmap, a.workers or cpu_count(),
-                                 report_dir=a.report, skip_invalid=a.skip_invalid)
+    done, errors = predict_paths(model, a.paths, BatchOptions(
+        sex=a.sex, labels=a.labels, chronological_age=a.chronological_age, fmt=a.format,
+        out=a.out, heatmap_dir=a.heatmap, report_dir=a.report,
+        workers=a.workers or cpu_count(), skip_invalid=a.skip_invalid))
     if errors:
         print(f"{done} film(s) estimated, {len(errors)} failed", file=sys.stderr)
     return 1 if errors else 0

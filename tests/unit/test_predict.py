@@ -116,13 +116,23 @@ def test_cli_predict_streams_csv_and_survives_a_bad_file(model_path, folder, tmp
     assert all(r["sex"] == "M" and r["chronological_age_months"] == "120.0" for r in rows)
 
 
-def test_cli_predict_json_labels_heatmap_and_onnx(model_path, folder, tmp_path, capsys):
+def test_cli_predict_json_labels_heatmap_and_onnx(model_path, folder, tmp_path, capsys,
+                                                  monkeypatch):
+    from boneage.inference import api, batch
+
     (folder / "labels.csv").write_text("Case ID,Sex,Ground truth bone age (months)\n"
                                        "f0,F,10\nf1,M,20\nf2,F,30\n")
+    reads, prepares = [], []
+    real_read, real_prepare = batch.read_film, api.prepare_film
+    monkeypatch.setattr(batch, "read_film", lambda p, *a: reads.append(p) or real_read(p, *a))
+    monkeypatch.setattr(api, "prepare_film",
+                        lambda *a, **k: prepares.append(1) or real_prepare(*a, **k))
     rc = main(["predict", str(folder), "--labels", str(folder / "labels.csv"), "--model",
                str(model_path), "--format", "json", "--heatmap", str(tmp_path / "hm"),
-               "--report", str(tmp_path / "rep")])
+               "--report", str(tmp_path / "rep"), "--workers", "1"])
     assert rc == 0
+    # each film read and prepared once, for the estimate, the heatmap and the report alike
+    assert len(reads) == 3 and len(prepares) == 3
     pdfs = sorted((tmp_path / "rep").iterdir())
     assert [p.name for p in pdfs][0] == "f0.report.pdf" and pdfs[0].read_bytes()[:4] == b"%PDF"
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]

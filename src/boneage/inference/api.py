@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +21,36 @@ from boneage.inference.predictor import Predictor, TorchPredictor
 from boneage.models.checkpoint import BUNDLED, installed_name
 from boneage.preprocess.steps import Pipeline, ToUint8
 
-RESULT_COLUMNS = ("file", "sex", "bone_age_months", "bone_age_years", "interval_low_months",
-                  "interval_high_months", "chronological_age_months", "difference_months",
-                  "sds", "category", "warnings")
+
+def _about(text: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"description": text})
 
 
 @dataclass
 class BoneAgeResult:
-    file: str
-    sex: str  # "M" or "F"
-    bone_age_months: float
-    bone_age_years: float
-    interval_low_months: float | None = None
-    interval_high_months: float | None = None
-    chronological_age_months: float | None = None
-    difference_months: float | None = None
-    sds: float | None = None
-    category: str | None = None  # delayed | normal | advanced
-    warnings: list[str] = field(default_factory=list)
+    """One film's answer. These fields, in this order, are the one list of result fields:
+    the CSV columns, the JSON keys, the API schema (service/schemas.py) and the report read
+    them from here."""
+
+    file: str = field(metadata={"description": "the film's file name (or 'upload')"})
+    sex: str = field(metadata={"description": "M or F"})
+    bone_age_months: float = field(metadata={"description": "estimated bone age, months"})
+    bone_age_years: float = field(metadata={"description": "the same, in years"})
+    interval_low_months: float | None = _about("90% prediction interval, lower end")
+    interval_high_months: float | None = _about("90% prediction interval, upper end")
+    chronological_age_months: float | None = _about("the child's age, months, when given")
+    difference_months: float | None = _about("bone age - chronological age")
+    sds: float | None = _about("SDS against Greulich & Pyle / Brush SDs")
+    category: str | None = _about("delayed | normal | advanced")
+    warnings: list[str] = field(default_factory=list, metadata={
+        "description": "plain-language warnings; one ending 'the estimate is not meaningful' "
+                       "voids the estimate"})
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: d[k] for k in RESULT_COLUMNS}
+        return asdict(self)
+
+
+RESULT_COLUMNS = tuple(f.name for f in fields(BoneAgeResult))
 
 
 @dataclass
@@ -50,7 +58,7 @@ class Film:
     """A film read for inference: 8-bit pixels and what its DICOM header said, if any."""
 
     name: str
-    pixels: np.ndarray
+    pixels: np.ndarray | None  # None once sent between processes without them
     male: bool | None = None
     age_months: float | None = None
     study_date: str | None = None  # ISO date, from the DICOM header

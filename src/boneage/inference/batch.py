@@ -7,6 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,14 +63,16 @@ def from_labels(labels: str | None, skip_invalid: bool = False
     return {r.id: (bool(r.male), r.chronological_months) for r in table}
 
 
-def _read_prepare(task: tuple[int, str, Pipeline]) -> tuple[int, Any, str]:
+def _read_prepare(task: tuple[int, str, Pipeline, bool]) -> tuple[int, Any, str]:
+    """In a worker: read and prepare one film, once. Its pixels travel back only when the
+    heatmap or report needs them (the film is not read a second time)."""
     from boneage.inference.api import prepare_film
 
-    i, path, pipeline = task
+    i, path, pipeline, keep_pixels = task
     try:
         film = read_film(path)
         prepared = prepare_film(film, pipeline)
-        return i, (without_pixels(film), prepared), ""
+        return i, (film if keep_pixels else without_pixels(film), prepared), ""
     except BoneAgeError as e:
         return i, None, str(e)
     except Exception as e:  # a decoder's own error on one file must not stop the batch
@@ -108,48 +113,85 @@ class Writer:
         self.stream.flush()
 
 
-def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
-                  labels: str | None = None, chronological_age: float | None = None,
-                  fmt: str = "table", out: str | None = None, heatmap_dir: str | None = None,
-                  workers: int = 1, progress: bool = True, report_dir: str | None = None,
-                  skip_invalid: bool = False) -> tuple[int, list[str]]:
+@dataclass
+class BatchOptions:
+    """What `boneage predict` was asked for, beside the model and the paths."""
+
+    sex: str | None = None  # for every film
+    labels: str | None = None  # per-film sex and chronological age (any RSNA format)
+    chronological_age: float | None = None  # months, for every film
+    fmt: str = "table"  # table | csv | json
+    out: str | None = None  # a file instead of stdout (written whole or not at all)
+    heatmap_dir: str | None = None
+    report_dir: str | None = None
+    workers: int = 1
+    progress: bool = True
+    skip_invalid: bool = False  # labels rows
+
+
+def child_facts(path: Path, film: Any, by_id: dict[str, tuple[bool, float | None]],
+                opts: BatchOptions) -> tuple[Any, float | None]:
+    """(sex, chronological age) for one film: the flag, else the labels' row, else the DICOM
+    header (one film, one child). Raises BoneAgeError when no sex is known."""
+    known = by_id.get(path.stem, by_id.get(path.name))
+    sex = opts.sex if opts.sex else (known[0] if known else None)
+    age = opts.chronological_age if opts.chronological_age is not None else (
+        known[1] if known else None)
+    if sex is None and film.male is None:
+        raise BoneAgeError(f"{path}: sex is required (the bone-age standards differ by sex); "
+                           "give --sex, --labels, or a DICOM with PatientSex")
+    return sex, age
+
+
+@contextmanager
+def output_stream(out: str | None) -> Iterator[IO[str]]:
+    """stdout, or --out written to a temporary file beside it and renamed into place at the end
+    (also when interrupted, with the rows finished so far): concurrent or stopped runs never
+    leave a file of interleaved or half-written rows."""
+    if not out:
+        yield sys.stdout
+        return
+    import tempfile
+
+    from boneage.fileio import publish
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=Path(out).parent, prefix=f".{Path(out).name}.",
+                                   suffix=".tmp")
+        stream = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    except OSError as e:
+        raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
+    try:
+        yield stream
+    finally:
+        stream.close()
+        publish(tmp, out)
+
+
+def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | None = None
+                  ) -> tuple[int, list[str]]:
     """Return (films estimated, one error line per failure)."""
     from tqdm import tqdm
 
+    from boneage.fileio import ensure_writable_dir
     from boneage.inference.api import check_age
     from boneage.preprocess.prepare import parallel_map
 
-    chronological_age = check_age(chronological_age)
-    by_id = from_labels(labels, skip_invalid)  # a bad labels file stops before any work
+    opts = opts or BatchOptions()
+    opts.chronological_age = check_age(opts.chronological_age)
+    by_id = from_labels(opts.labels, opts.skip_invalid)  # a bad labels file stops first
     files, errors = expand(paths)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
-    from boneage.fileio import ensure_writable_dir
-
-    for folder in (heatmap_dir, report_dir):
+    for folder in (opts.heatmap_dir, opts.report_dir):
         if folder:
             ensure_writable_dir(folder)
-    # --out is written to a temporary file beside it and renamed into place at the end (also
-    # when interrupted, with the rows finished so far): concurrent or stopped runs never leave
-    # a file of interleaved or half-written rows
-    tmp = None
-    try:
-        if out:
-            import tempfile
-
-            fd, tmp = tempfile.mkstemp(dir=Path(out).parent, prefix=f".{Path(out).name}.",
-                                       suffix=".tmp")
-            stream = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
-        else:
-            stream = sys.stdout
-    except OSError as e:
-        raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
+    extras = bool(opts.heatmap_dir or opts.report_dir)
+    tasks = [(i, str(p), model.predictor.pipeline, extras) for i, p in enumerate(files)]
+    pending: list[tuple[int, Any, Any, float | None]] = []  # (index, (film, prepared), sex, age)
     done = 0
-    tasks = [(i, str(p), model.predictor.pipeline) for i, p in enumerate(files)]
-    # (index, (film, prepared), sex, chronological age) awaiting the model
-    pending: list[tuple[int, Any, Any, float | None]] = []
 
-    def flush() -> None:
+    def flush(writer: Writer) -> None:
         nonlocal done
         if not pending:
             return
@@ -157,64 +199,54 @@ def predict_paths(model: BoneAgeModel, paths: list[str], sex: str | None = None,
                                       [s for _, _, s, _ in pending],
                                       [age for _, _, _, age in pending],
                                       [item[1] for _, item, _, _ in pending])
-        for (i, _, s, _), r in zip(pending, results, strict=True):
+        for (i, (film, prepared), s, _), r in zip(pending, results, strict=True):
             writer.write(r)
             done += 1
-            if heatmap_dir or report_dir:
-                _write_extras(model, files[i], s, r, heatmap_dir, report_dir)
+            if extras:
+                _write_extras(model, files[i], film, prepared, s, r, opts)
         pending.clear()
 
-    try:
-        writer = Writer(fmt, stream)
+    with output_stream(opts.out) as stream:
+        writer = Writer(opts.fmt, stream)
         bar = tqdm(total=len(files), desc="predict", unit="film", dynamic_ncols=True,
-                   disable=not progress or len(files) < 2 or None, file=sys.stderr)
+                   disable=not opts.progress or len(files) < 2 or None, file=sys.stderr)
         # one pool for the whole batch, results in file order; the model runs per CHUNK films
-        for i, item, err in parallel_map(_read_prepare, tasks, workers, ordered=True):
+        for i, item, err in parallel_map(_read_prepare, tasks, opts.workers, ordered=True):
             bar.update(1)
-            p = files[i]
-            known = by_id.get(p.stem, by_id.get(p.name))
-            s = sex if sex else (known[0] if known else None)
-            # one film, one child: the flag, else the labels' column, else the DICOM header
-            age = chronological_age if chronological_age is not None else (
-                known[1] if known else None)
-            if not err and s is None and item[0].male is None:
-                err = (f"{p}: sex is required (the bone-age standards differ by sex); give "
-                       "--sex, --labels, or a DICOM with PatientSex")
-            if err:
-                errors.append(err)
-                print(f"error: {err}", file=sys.stderr)
+            try:
+                if err:
+                    raise BoneAgeError(err)
+                sex, age = child_facts(files[i], item[0], by_id, opts)
+            except BoneAgeError as e:
+                errors.append(str(e))
+                print(f"error: {e}", file=sys.stderr)
                 continue
-            pending.append((i, item, s, age))
+            pending.append((i, item, sex, age))
             if len(pending) >= CHUNK:
-                flush()
-        flush()
+                flush(writer)
+        flush(writer)
         bar.close()
-    finally:
-        if tmp is not None:
-            stream.close()
-            from boneage.fileio import publish
-
-            publish(tmp, out)
     return done, errors
 
 
-def _write_extras(model: BoneAgeModel, path: Path, sex: Any, result: BoneAgeResult,
-                  heatmap_dir: str | None, report_dir: str | None) -> None:
-    """The heatmap PNG and/or the one-page PDF report for one film."""
+def _write_extras(model: BoneAgeModel, path: Path, film: Any, prepared: Any, sex: Any,
+                  result: BoneAgeResult, opts: BatchOptions) -> None:
+    """The heatmap PNG and/or the one-page PDF report for one film, from the film and the
+    preparation already made for its estimate."""
     import cv2
 
     from boneage.fileio import atomic_write_bytes
 
-    film = read_film(path)
-    pic = model.heatmap(film, sex if sex is not None else film.male) if model.explains else None
-    if heatmap_dir and pic is not None:
+    male = sex if sex is not None else film.male
+    pic = model.heatmap(film, male, prepared) if model.explains else None
+    if opts.heatmap_dir and pic is not None:
         ok, buf = cv2.imencode(".png", pic)
         if ok:
-            atomic_write_bytes(Path(heatmap_dir) / f"{path.stem}.heatmap.png",
+            atomic_write_bytes(Path(opts.heatmap_dir) / f"{path.stem}.heatmap.png",
                                np.asarray(buf).tobytes())
-    if report_dir:
+    if opts.report_dir:
         from boneage.inference.report import pdf_report
 
-        atomic_write_bytes(Path(report_dir) / f"{path.stem}.report.pdf",
+        atomic_write_bytes(Path(opts.report_dir) / f"{path.stem}.report.pdf",
                            pdf_report(model, result, film.pixels, pic, identifier=path.name,
                                       study_date=film.study_date))

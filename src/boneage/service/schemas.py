@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import dataclasses
+from typing import Any
+
+from pydantic import BaseModel, Field, create_model
 
 
 class Health(BaseModel):
@@ -26,27 +29,38 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
-class Prediction(BaseModel):
-    """The same top-level keys as `boneage predict --format json`, plus the model and an
-    optional heatmap."""
+def _result_fields() -> dict[str, Any]:
+    """The result's fields as pydantic fields: the one list in inference/api.py."""
+    import typing
 
-    file: str
-    sex: str = Field(description="M or F")
-    bone_age_months: float
-    bone_age_years: float
-    interval_low_months: float | None = Field(None, description="90% prediction interval")
-    interval_high_months: float | None = None
-    chronological_age_months: float | None = None
-    difference_months: float | None = Field(None, description="bone age - chronological age")
-    sds: float | None = Field(None, description="SDS against Greulich & Pyle / Brush SDs")
-    category: str | None = Field(None, description="delayed | normal | advanced")
-    warnings: list[str] = []
-    model: str
-    study_date: str | None = Field(None, description="from the DICOM header (YYYY-MM-DD)")
-    film: str | None = Field(None, description="the film at its own shape, downscaled to at "
-                             "most 1,024 px, as a JPEG data URL")
-    heatmap: str | None = Field(None, description="Grad-CAM++ overlay on that film (same "
-                                "size), as a JPEG data URL, when asked for and available")
+    from boneage.inference.api import BoneAgeResult
+
+    hints = typing.get_type_hints(BoneAgeResult)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(BoneAgeResult):
+        desc = f.metadata.get("description")
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = (hints[f.name], Field(f.default, description=desc))
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = (hints[f.name], Field(default_factory=f.default_factory,
+                                                description=desc))
+        else:
+            out[f.name] = (hints[f.name], Field(description=desc))
+    return out
+
+
+Prediction = create_model(
+    "Prediction",
+    __doc__="The same top-level keys as `boneage predict --format json`, then the model, the "
+            "study date, the film and an optional heatmap.",
+    **_result_fields(),
+    model=(str, Field(description="the model's name")),
+    study_date=(str | None, Field(None, description="from the DICOM header (YYYY-MM-DD)")),
+    film=(str | None, Field(None, description="the film at its own shape, downscaled to at "
+                            "most 1,024 px, as a JPEG data URL")),
+    heatmap=(str | None, Field(None, description="Grad-CAM++ overlay on that film (same "
+                               "size), as a JPEG data URL, when asked for and available")),
+)
 
 
 class Error(BaseModel):
