@@ -54,14 +54,23 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     from boneage.data.labels import LabelTable, load_table
     from boneage.data.summary import write_summary
     from boneage.preprocess.prepare import cpu_count, prepare
-    from boneage.preprocess.steps import Pipeline, seed_pipeline, thumbnail_pipeline
+    from boneage.preprocess.steps import (
+        PRESETS,
+        Pipeline,
+        preset_pipeline,
+        seed_pipeline,
+        thumbnail_pipeline,
+    )
 
     if a.example:
         from boneage.data.synthetic import write_example
 
         a.images = str(write_example(Path(a.out) / "example-films"))
         a.labels = str(Path(a.images) / "labels.csv")
-    if a.pipeline:
+    if a.pipeline in PRESETS:  # one meaning everywhere: which pipeline, by name or file
+        size = a.size or (100 if a.pipeline != "seed" else 256)
+        pipeline = preset_pipeline(a.pipeline, size, crop=not a.no_crop, clahe=not a.no_clahe)
+    elif a.pipeline:
         pipeline = Pipeline.load(a.pipeline)
     elif a.squash:
         pipeline = thumbnail_pipeline(a.size or 100)
@@ -97,15 +106,17 @@ def _parser_prepare(sub) -> None:
                        "Reruns only do what is missing or changed.")
     _add_data_args(p)
     p.add_argument("--out", metavar="CACHE", required=True, help="cache folder to write")
-    p.add_argument("--size", type=_positive_int,
-                   help="output size in pixels (256; 100 with --squash)")
+    p.add_argument("--image-size", "--size", dest="size", type=_positive_int,
+                   help="side of the prepared square, px (256; 100 with --squash or the "
+                   "hand/squash presets)")
     p.add_argument("--no-crop", action="store_true", help="keep the whole film (no hand crop)")
     p.add_argument("--no-clahe", action="store_true", help="skip CLAHE contrast enhancement")
     p.add_argument("--clip-limit", type=float, default=2.0, help="CLAHE clip limit (2.0)")
     p.add_argument("--tiles", type=_positive_int, default=8, help="CLAHE tile grid (8 = 8x8)")
     p.add_argument("--squash", action="store_true",
                    help="reproduce the shared 100 px data: whole film, nearest-neighbour squash")
-    p.add_argument("--pipeline", metavar="JSON", help="an explicit pipeline file")
+    p.add_argument("--pipeline", metavar="NAME_OR_JSON", help="a preset (seed, squash, hand; "
+                   "as `train --pipeline`) or a pipeline file (a cache's pipeline.json)")
     p.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
     p.add_argument("--preview", metavar="PNG", help="write a before/after contact sheet")
     p.add_argument("--preview-count", type=_positive_int, default=16, help="films in the preview")

@@ -125,3 +125,20 @@ def test_readme_first_command_example(tmp_path):
     for name in ("pipeline.json", "summary.json", "summary.png", "preview.png"):
         assert (out / name).is_file(), name
     assert all(row["crop_fallback"] == "0" for row in read_manifest(out).values())
+
+
+def test_prepare_pipeline_by_preset_name_or_file(films, tmp_path):
+    """`--pipeline` means the same as in `train`: a preset name, or a pipeline file."""
+    import json
+
+    from boneage.cli import main
+
+    assert main(["prepare", "--images", str(films), "--labels", str(films / "labels.csv"),
+                 "--out", str(tmp_path / "a"), "--pipeline", "hand", "--workers", "1"]) == 0
+    steps = json.loads((tmp_path / "a" / "pipeline.json").read_text())["steps"]
+    assert [s["name"] for s in steps] == ["to_uint8", "crop_hand", "squash", "scale"]
+    assert steps[2]["size"] == 100
+    assert main(["prepare", "--images", str(films), "--labels", str(films / "labels.csv"),
+                 "--out", str(tmp_path / "b"), "--pipeline", str(tmp_path / "a/pipeline.json"),
+                 "--image-size", "64", "--workers", "1"]) == 0
+    assert json.loads((tmp_path / "b" / "pipeline.json").read_text())["steps"] == steps
