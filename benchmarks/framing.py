@@ -1,7 +1,7 @@
 """Does the answer move with how a film is framed? Accuracy on thumbnails and on real
 full-resolution films, and the change of the estimate when the same film is re-framed.
 
-    python benchmarks/framing.py [--model default] [--tag NAME] [--reframe-n 300]
+    python benchmarks/framing.py [--model default] [--tag NAME] [--reframe-n 300] [--reframe-tta]
 
 Sets (from ../shared/data):
 - thumbs: the 100 px RSNA films held out of training and model choice (the `test` part of
@@ -66,7 +66,7 @@ def band_bias(y: np.ndarray, p: np.ndarray) -> dict[str, dict[str, float]]:
     return out
 
 
-def measure(model, recs, reframe_n: int) -> dict:
+def measure(model, recs, reframe_n: int, reframe_tta: bool = False) -> dict:
     from boneage.inference.api import Film, read_film
 
     films = [read_film(r.path, r.id) for r in recs]
@@ -88,8 +88,8 @@ def measure(model, recs, reframe_n: int) -> dict:
         hi = np.array([r.interval_high_months for r in res])
         out["coverage"] = round(float(np.mean((y >= lo) & (y <= hi))), 4)
         out["mean_width"] = round(float(np.mean(hi - lo)), 2)
-    # re-framed copies, one view each
-    model.tta = False
+    # re-framed copies, one view each (or with the shipped 8-view TTA)
+    model.tta = reframe_tta
     k = min(reframe_n, len(films))
     views: dict[str, list[float]] = {}
     for f, s in zip(films[:k], male[:k], strict=True):
@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--split", default=str(ROOT / "benchmarks/results/default_split.csv"))
     ap.add_argument("--n", type=int, default=0, help="at most this many thumbnails (0: all)")
     ap.add_argument("--reframe-n", type=int, default=300, help="films re-framed per set")
+    ap.add_argument("--reframe-tta", action="store_true", help="estimate the re-framed films "
+                    "with the shipped 8-view TTA instead of one view")
     a = ap.parse_args()
     from boneage import load_model
     from boneage.data.labels import read_labels
@@ -130,8 +132,9 @@ def main() -> None:
     full = read_labels(data / "rsna-val-fullres/labels.csv", data / "rsna-val-fullres")
     result = {"model": model.name, "pipeline": model.card["pipeline"],
               "backend": type(model.predictor).__name__,
-              "thumbs": measure(model, recs, a.reframe_n),
-              "fullres": measure(model, list(full), a.reframe_n)}
+              "reframed_views": 8 if a.reframe_tta else 1,
+              "thumbs": measure(model, recs, a.reframe_n, a.reframe_tta),
+              "fullres": measure(model, list(full), a.reframe_n, a.reframe_tta)}
     raw = read_labels(data / "raw-samples/rsna-fullres/labels.csv",
                       data / "raw-samples/rsna-fullres")
     from boneage.inference.api import read_film
@@ -155,7 +158,7 @@ def main() -> None:
               + f"  not-a-hand {m['not_a_hand']}")
         for v in ("as is", "cropped to the hand", "padded x1.5", "rotated 10 deg"):
             print(f"    {v:22} MAE {rf[v]['mae']:.2f}  mean |change| {rf[v]['mean_abs_change']:.2f}"
-                  f"  (n={rf['n']}, one view)")
+                  f"  (n={rf['n']}, {'8-view TTA' if a.reframe_tta else 'one view'})")
     print(f"raw rsna-fullres: not a hand {result['raw_rsna_fullres']['not_a_hand']}")
     print(f"-> {out}")
 
