@@ -39,3 +39,19 @@ def test_bad_split_file(tmp_path):
         load_split(tmp_path / "s.csv")
     with pytest.raises(BoneAgeError):
         stratified_split(_table(), 0.6, 0.5)
+
+
+def test_stratified_sample_is_exactly_n_with_the_proportions():
+    from boneage.data.splits import stratified_sample
+
+    rng = np.random.default_rng(3)
+    ids = [str(i) for i in range(503)]
+    table = LabelTable([Record(i, None, bool(rng.random() < 0.45), float(rng.uniform(0, 228)))
+                        for i in ids])
+    for n in (20, 40, 97, 250, 502):
+        pick = stratified_sample(table, n, seed=1)
+        assert len(pick) == len(set(pick)) == n
+    pick = set(stratified_sample(table, 250, seed=1))
+    male = np.array([i in pick for i in ids]) & table.male
+    assert abs(male.sum() / 250 - table.male.mean()) < 0.02
+    assert stratified_sample(table, 9999) == ids

@@ -48,6 +48,25 @@ def stratified_split(
     return {rid: out[rid] for rid in table.ids}
 
 
+def stratified_sample(table: LabelTable, n: int, seed: int = 42) -> list[str]:
+    """Exactly n ids (all when n >= len(table)) with the table's sex x age-band proportions:
+    each stratum gets its share rounded down, and the films left over go to the strata with
+    the largest remainders (rounding each share on its own can miss n by a few)."""
+    if n >= len(table):
+        return list(table.ids)
+    rng = np.random.default_rng(seed)
+    strata = table.male.astype(int) * 10 + age_band(table.months)
+    ids = np.array(table.ids, dtype=object)
+    groups = [ids[strata == s][rng.permutation(int(np.sum(strata == s)))]
+              for s in np.unique(strata)]
+    quota = np.array([n * len(g) / len(ids) for g in groups])
+    take = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - take), kind="stable")[: n - int(take.sum())]:
+        take[i] += 1
+    chosen = {rid for g, k in zip(groups, take, strict=True) for rid in g[:k]}
+    return [rid for rid in table.ids if rid in chosen]
+
+
 def save_split(split: dict[str, str], path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")

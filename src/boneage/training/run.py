@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from boneage.data.labels import LabelTable, default_images_dir, load_table, read_labels
-from boneage.data.splits import load_split, save_split, stratified_split
+from boneage.data.splits import load_split, save_split, stratified_sample, stratified_split
 from boneage.errors import BoneAgeError
 from boneage.fileio import atomic_write_csv, ensure_writable_dir, read_csv_dicts
 from boneage.preprocess.prepare import Cache, cpu_count, load_cache, prepare, table_from_cache
@@ -78,8 +78,7 @@ def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, 
     if not table.labelled:
         raise BoneAgeError("training needs a bone age for every film (check --labels)")
     if cfg.limit and cfg.limit < len(table):  # a quick run on fewer films, same proportions
-        pick = stratified_split(table, cfg.limit / len(table), 0.0, cfg.seed)
-        table = table.subset([i for i, s in pick.items() if s == "val"][: cfg.limit])
+        table = table.subset(stratified_sample(table, cfg.limit, cfg.seed))
         if split is not None:
             split = {i: s for i, s in split.items() if i in set(table.ids)}
         print(f"--limit: {len(table)} films, stratified by sex and age band")
