@@ -111,6 +111,11 @@ def test_heatmap_on_registry_models(checkpoint):
     for method in ("gradcam", "occlusion"):
         cam = saliency(pred.model, img, False, method)
         assert cam.shape == (64, 64) and np.isfinite(cam).all()
+    # a network answering in months (the bundled model's 127 on average): Grad-CAM++ weighs
+    # gradients by exp(output), so it must see the z-score, not months, or every map is empty
+    pred.model.set_output_scale(150.0, 40.0)
+    cam = saliency(pred.model, img, False, "gradcampp")
+    assert np.isfinite(cam).all() and cam.max() > 0
 
 
 def test_onnx_sharing_the_float16_weights(tmp_path):

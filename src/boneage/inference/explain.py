@@ -38,7 +38,11 @@ def _net(model, male: bool):
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             sex = torch.full((x.shape[0],), 1.0 if male else 0.0)
-            return self.model(x, sex).float()[:, None]
+            y = self.model(x, sex).float()
+            # the network answers in months; the maps want its z-score: Grad-CAM++ weighs the
+            # gradients by exp(output), which overflows at 150 months (all-zero maps)
+            mean, std = getattr(self.model, "out_mean", 0.0), getattr(self.model, "out_std", 1.0)
+            return ((y - mean) / std)[:, None]
 
     return AgeOf().eval()
 
