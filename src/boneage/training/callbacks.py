@@ -101,6 +101,11 @@ class RunRecorder(L.Callback):
             print(f"{self.out.name}: epoch {row['epoch']}  train loss {fmt['train_loss']}  "
                   f"train MAE {fmt['train_mae']}  val MAE {fmt['val_mae']}  lr {lr}  "
                   f"({row['seconds']:.1f} s)", flush=True)
+            if (len(self.rows) == 1 and row["val_mae"] and row["train_mae"]
+                    and row["val_mae"] > 3 * row["train_mae"]):
+                print(f"{self.out.name}: note: an early validation MAE far above the training "
+                      "MAE is usual: batch-norm statistics are still settling (validation runs "
+                      "in eval mode with them); it falls within a few epochs", flush=True)
         atomic_write_csv(self.out / "metrics.csv", METRIC_COLUMNS,
                          [[r[c] if r[c] is not None else "" for c in METRIC_COLUMNS]
                           for r in self.rows])
