@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PART = 15 * 2**20
+TRAVEL_LIMIT = 64 * 2**20  # the working tree and what is carried, together
 
 
 def pack(a: argparse.Namespace) -> None:
@@ -57,6 +58,23 @@ def pack(a: argparse.Namespace) -> None:
         w.writerows([i, s] for i, s in split.items() if i in keep)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"{len(keep)} films, {size / 1e6:.1f} MB in {dest}")
+    tree = _tracked_bytes()
+    if tree is not None and tree + size > TRAVEL_LIMIT:
+        print(f"note: the working tree ({tree / 2**20:.1f} MiB tracked) and this pack "
+              f"({size / 2**20:.1f} MiB) pass the {TRAVEL_LIMIT // 2**20} MiB a lent machine "
+              "takes: move src/boneage/weights/default.safetensors aside for the call (training "
+              "does not read it) and put it back after")
+
+
+def _tracked_bytes() -> int | None:
+    """The size of the files git tracks here (what travels to a lent machine with the pack)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sum((ROOT / f).stat().st_size for f in out.decode().split("\0")
+               if f and (ROOT / f).is_file())
 
 
 def _pack_films(images: Path, labels: Path, pipeline: Path, dest: Path, keep: set[str]) -> None:
@@ -166,7 +184,7 @@ def train(a: argparse.Namespace) -> None:
         best = json.loads((run / "best.json").read_text()) if (run / "best.json").is_file() \
             else None
         summary[name] = {"rc": rc, "val": best["metrics"] if best else None,
-                         "epochs_run": best["training"]["epochs_run"] if best else None,
+                         "epochs_run": _epochs_run(run),
                          "seconds": best["training"]["seconds"] if best else None,
                          "device": best["training"]["device"] if best else None}
         print(name, json.dumps(summary[name]), flush=True)
@@ -200,6 +218,12 @@ def train(a: argparse.Namespace) -> None:
         for i in range(0, len(data), PART):
             (dest / f"runs.tar.{i // PART:02d}").write_bytes(data[i:i + PART])
         print(f"packed {len(data) / 1e6:.1f} MB into {dest}", flush=True)
+
+
+def _epochs_run(run: Path) -> int | None:
+    """Epochs the run finished (metrics.csv rows), not the best epoch's count."""
+    metrics = run / "metrics.csv"
+    return len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else None
 
 
 def unpack(a: argparse.Namespace) -> None:
