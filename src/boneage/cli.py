@@ -71,6 +71,9 @@ def cmd_prepare(a: argparse.Namespace) -> int:
         size = a.size or (100 if a.pipeline != "seed" else 256)
         pipeline = preset_pipeline(a.pipeline, size, crop=not a.no_crop, clahe=not a.no_clahe)
     elif a.pipeline:
+        if not Path(a.pipeline).is_file():
+            raise BoneAgeError(f"--pipeline {a.pipeline}: neither a preset "
+                               f"({', '.join(PRESETS)}) nor a pipeline file")
         pipeline = Pipeline.load(a.pipeline)
     elif a.squash:
         pipeline = thumbnail_pipeline(a.size or 100)

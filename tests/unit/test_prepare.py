@@ -142,3 +142,6 @@ def test_prepare_pipeline_by_preset_name_or_file(films, tmp_path):
                  "--out", str(tmp_path / "b"), "--pipeline", str(tmp_path / "a/pipeline.json"),
                  "--image-size", "64", "--workers", "1"]) == 0
     assert json.loads((tmp_path / "b" / "pipeline.json").read_text())["steps"] == steps
+    assert main(["prepare", "--images", str(films), "--out", str(tmp_path / "c"),
+                 "--pipeline", "bogus"]) == 2
+    assert not (tmp_path / "c").exists()
