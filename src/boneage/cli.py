@@ -295,7 +295,6 @@ def _parser_train(sub) -> None:
 
 # --------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(a: argparse.Namespace) -> int:
-
     from boneage.evaluation.evaluate import evaluate
 
     metrics, errors = evaluate(a.model, a.images, a.labels, a.out, a.subset, a.skip_invalid,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -22,8 +23,12 @@ def test_two_process_ddp_writes_one_run(small_set, tmp_path):
     if torchrun is None:
         pytest.skip("torchrun not installed beside this Python")
     run = tmp_path / "run"
+    with socket.socket() as sock:  # not torchrun's fixed default port, which another may hold
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "-m", "boneage.cli", "train", "--images",
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(port), "-m", "boneage.cli",
+         "train", "--images",
          str(images), "--labels", str(labels), "--arch", "resnet18", "--pipeline", "squash",
          "--image-size", "48", "--epochs", "2", "--batch-size", "16", "--limit", "60",
          "--accelerator", "cpu", "--devices", "2", "--workers", "1", "--out", str(run),

@@ -92,13 +92,9 @@ def is_localised(cam: np.ndarray) -> bool:
 
 def display_film(pixels: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     """The film downscaled (never enlarged) so that its longest side is at most `side`."""
-    from boneage.preprocess.steps import area_resize
+    from boneage.preprocess.steps import shrink
 
-    h, w = pixels.shape[:2]
-    s = side / max(h, w)
-    if s >= 1:
-        return pixels
-    return area_resize(pixels, (max(1, round(w * s)), max(1, round(h * s))))
+    return shrink(pixels, side)
 
 
 def to_film(cam: np.ndarray, meta: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:

@@ -3,7 +3,6 @@ and onnxruntime only, no torch or Lightning, so clinics can run a model on a pla
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +10,16 @@ import numpy as np
 
 from boneage.errors import BoneAgeError
 from boneage.inference.predictor import Predictor
+from boneage.models.checkpoint import read_card
+from boneage.models.contract import outputs_months
 
 
 class OnnxPredictor(Predictor):
     def __init__(self, session: Any, card: dict[str, Any], path: Path) -> None:
         super().__init__(card, path)
         self.session = session
+        # graphs exported since the card's "io" answer in months; older ones a z-score
+        self.months_out = outputs_months(card)
 
     @classmethod
     def load(cls, spec: str | Path) -> OnnxPredictor:
@@ -28,10 +31,6 @@ class OnnxPredictor(Predictor):
         path = Path(spec)
         if path.suffix != ".onnx" or not path.is_file():
             raise BoneAgeError(f"{spec}: no such .onnx model (export one with `boneage export`)")
-        card_path = path.with_suffix(".json")
-        if not card_path.is_file():
-            raise BoneAgeError(f"{path}: no model card {card_path.name} beside it")
-        card = json.loads(card_path.read_text())
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
@@ -39,7 +38,7 @@ class OnnxPredictor(Predictor):
         except Exception as e:  # onnxruntime raises its own exception types
             raise BoneAgeError(f"{path}: not a loadable ONNX model ({type(e).__name__})"
                                ) from None
-        return cls(session, card, path)
+        return cls(session, read_card(path), path)  # OUT.json beside it, checked as any card
 
     def _run(self, x: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = self.session.run(None, {"image": x, "sex": sex})

@@ -16,7 +16,7 @@ class Predictor:
     """Shared logic: the card's pipeline and contract, batching, the output correction.
     Subclasses only run the network on a float32 batch (B, 1, S, S) and sex (B,)."""
 
-    months_out = False  # the backend's network answers in months whatever the card says
+    months_out = False  # whether the backend's network answers in months (set per backend)
 
     def __init__(self, card: dict[str, Any], path: Path) -> None:
         self.card = card
@@ -31,11 +31,11 @@ class Predictor:
               ) -> tuple[np.ndarray, np.ndarray | None]:
         """(bone age in months, features or None) for prepared uint8 images (N, S, S) and
         sex (N,) (True = male)."""
-        from boneage.models.contract import check_inputs, outputs_months
+        from boneage.models.contract import check_inputs
 
         check_inputs(self.card, np.asarray(images), np.asarray(male))
         # networks answer in months; only exports older than the card's "io" need scaling
-        norm = ({"mean": 0.0, "std": 1.0} if outputs_months(self.card) or self.months_out
+        norm = ({"mean": 0.0, "std": 1.0} if self.months_out
                 else self.card.get("target_norm", {"mean": 0.0, "std": 1.0}))
         tensor_part = self.pipeline.tensor_part
         out = np.empty(len(images), np.float32)

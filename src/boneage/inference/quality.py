@@ -40,13 +40,9 @@ def novelty(features: np.ndarray, ref: dict[str, Any]) -> np.ndarray:
 def texture(image: np.ndarray) -> float:
     """Mean difference between neighbouring pixels over the image's spread, on a copy of at
     most 256 px: about 0.1-0.25 on radiographs, about 1 on noise."""
-    from boneage.preprocess.steps import area_resize
+    from boneage.preprocess.steps import shrink
 
-    h, w = image.shape
-    s = 256 / max(h, w)
-    if s < 1:  # shrink the uint8 film first: no full-size float copy
-        image = area_resize(image, (max(1, round(w * s)), max(1, round(h * s))))
-    img = image.astype(np.float32)
+    img = shrink(image, 256).astype(np.float32)  # the uint8 film first: no full-size float copy
     return float(np.mean(np.abs(np.diff(img, axis=1))) / (img.std() + 1e-6))
 
 

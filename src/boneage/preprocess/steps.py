@@ -131,6 +131,16 @@ def area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def shrink(image: np.ndarray, side: int) -> np.ndarray:
+    """The image downscaled (never enlarged, aspect kept) so its longest side is at most
+    `side`: for display copies and quick whole-film statistics."""
+    h, w = image.shape[:2]
+    s = side / max(h, w)
+    if s >= 1:
+        return image
+    return area_resize(image, (max(1, round(w * s)), max(1, round(h * s))))
+
+
 @register
 @dataclass(frozen=True)
 class Fit(Step):

@@ -80,7 +80,7 @@ def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, 
     if cfg.limit and cfg.limit < len(table):  # a quick run on fewer films, same proportions
         table = table.subset(stratified_sample(table, cfg.limit, cfg.seed))
         if split is not None:
-            split = {i: s for i, s in split.items() if i in set(table.ids)}
+            split = _keep(split, table)
         print(f"--limit: {len(table)} films, stratified by sex and age band")
     if data is None:
         r = prepare(table, pipeline_for(cfg), cache, workers=cfg.workers or cpu_count())
@@ -139,8 +139,7 @@ def train(
         if split_file is not None:
             split = load_split(split_file)
             if cfg.limit:
-                kept = set(table.ids)
-                split = {i: s for i, s in split.items() if i in kept}
+                split = _keep(split, table)
             unknown = set(split) - set(table.ids)
             if unknown:
                 raise BoneAgeError(f"{split_file}: {len(unknown)} id(s) not in the data, "
@@ -155,6 +154,12 @@ def train(
                            _sha256(Path(source)) if Path(source).is_file() else ""]])
     tr, va = _load_parts(cache, split)
     return _fit(out, cfg, tr, va, source, split, resume, progress, dry_run)
+
+
+def _keep(split: dict[str, str], table: LabelTable) -> dict[str, str]:
+    """The split's rows for the films the table kept (after --limit)."""
+    kept = set(table.ids)
+    return {i: s for i, s in split.items() if i in kept}
 
 
 def _extend(out: Path, cfg: TrainConfig, epochs: int | None, max_minutes: float | None
