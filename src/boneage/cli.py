@@ -502,6 +502,31 @@ def _parser_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+# --------------------------------------------------------------------------------- ensemble
+def cmd_ensemble(a: argparse.Namespace) -> int:
+    from boneage.models.ensemble import build_ensemble
+
+    card = build_ensemble(a.runs, a.out, dtype=a.dtype)
+    print(f"ensemble of {len(a.runs)} -> {a.out}/best.safetensors ({card['parameters']:,} "
+          f"parameters, {a.dtype}); next: boneage calibrate --model {a.out} --subset val ..., "
+          "then boneage evaluate")
+    return 0
+
+
+def _parser_ensemble(sub) -> None:
+    p = sub.add_parser("ensemble", help="average trained runs into one model",
+                       description="Average trained runs (same preprocessing and split) into "
+                       "one model that predict, evaluate, calibrate, export and serve use as "
+                       "any other. Calibrate it afterwards: the members' own calibrations do "
+                       "not carry over.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or checkpoints (2 or more)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder for the ensemble")
+    p.add_argument("--dtype", choices=("float32", "float16", "int8"), default="float32",
+                   help="weight storage: float16 halves the file, int8 quarters it (per-channel "
+                   "scales; the network still computes in float32)")
+    p.set_defaults(func=cmd_ensemble)
+
+
 # ------------------------------------------------------------------------------------- main
 class _Parser(argparse.ArgumentParser):
     """A usage mistake is one line naming the command and its --help, and exit status 2."""
@@ -527,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_evaluate(sub)
     _parser_calibrate(sub)
     _parser_compare(sub)
+    _parser_ensemble(sub)
     _parser_predict(sub)
     _parser_serve(sub)
     _parser_export(sub)

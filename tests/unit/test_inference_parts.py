@@ -125,7 +125,7 @@ def test_onnx_sharing_the_float16_weights(tmp_path):
             "pipeline": thumbnail_pipeline(64).to_dict(),
             "target_norm": {"mean": 120.0, "std": 40.0}}
     weights = save_checkpoint(build_model("resnet18", upsample=1.5).eval(), card,
-                              tmp_path / "m.safetensors", half=True)
+                              tmp_path / "m.safetensors", dtype="float16")
     out = tmp_path / "m.onnx"
     assert main(["export", "--model", str(weights), "--out", str(out), "--share-weights"]) == 0
     assert out.stat().st_size < 0.02 * weights.stat().st_size  # the graph alone

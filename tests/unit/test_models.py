@@ -17,7 +17,7 @@ EXPECTED = {"densenet121": 7.1e6, "densenet121_cbam": 7.3e6, "resnet34_cbam": 22
             "resnet18": 11.3e6, "resnet18_cbam": 11.4e6}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"ensemble"}))  # test_ensemble.py
 def test_every_architecture_builds_and_runs(name):
     model = build_model(name).eval()
     n = count_parameters(model)
@@ -103,7 +103,7 @@ def test_half_precision_checkpoint_is_half_the_size_and_close(tmp_path):
     model = build_model("resnet18").eval()
     card = {"arch": "resnet18", "model_kwargs": {}}
     full = save_checkpoint(model, card, tmp_path / "full.safetensors")
-    half = save_checkpoint(model, card, tmp_path / "half.safetensors", half=True)
+    half = save_checkpoint(model, card, tmp_path / "half.safetensors", dtype="float16")
     assert half.stat().st_size < 0.52 * full.stat().st_size
     m16, c16 = load_checkpoint(half)
     assert c16["weights_dtype"] == "float16"

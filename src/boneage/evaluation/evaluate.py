@@ -51,7 +51,8 @@ def load_labelled(model: str, images: str | None, labels: str, subset: str | Non
     # the same backend choice as predict: the bundled model's ONNX graph when heatmaps are not
     # needed (so evaluate and calibrate run without torch), else PyTorch
     predictor = load_model(model, explain=False).predictor
-    run_dir = predictor.path.parent if (predictor.path.parent / "config.yaml").is_file() else None
+    folder = predictor.path.parent  # a run (config.yaml) or an ensemble of runs (split.csv)
+    run_dir = folder if any((folder / f).is_file() for f in ("config.yaml", "split.csv")) else None
     table = load_table(images, labels, skip_invalid=skip_invalid)
     if not table.labelled:
         raise BoneAgeError(f"{labels}: evaluation needs a bone age for every film")

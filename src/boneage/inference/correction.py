@@ -1,8 +1,12 @@
 """Regression-to-the-mean correction: a regressor trained with a squared or Huber loss pulls its
-estimates towards the training mean (too old under 6 years, too young over 14). A straight line
-per sex, fitted on validation films (true age against estimate, as Deeplasia does), stretches
-them back. It is stored in the card as `output_correction` and applied to every view, on both
-backends, before TTA averaging and intervals."""
+estimates towards the training mean (too old under 6 years, too young over 14). Deeplasia's
+cure: fit estimate = c + k x true age per sex on validation films and invert it, which takes
+the bias by age band towards zero. Inverting fully costs accuracy (measured on our validation
+films for the two-network ensemble: under-6 bias +3.2 -> -1.8 months but MAE 8.55 -> 9.02), so
+the correction goes a weight w of the way, w chosen on the same films by 2-fold cross-fitting:
+the largest w whose cross-fitted MAE is within 0.02 months of the best. The result is a line
+per sex (corrected = a + b x estimate), stored in the card as `output_correction` and applied
+to every view, on both backends, before TTA averaging and intervals."""
 
 from __future__ import annotations
 
@@ -11,20 +15,44 @@ from typing import Any
 import numpy as np
 
 MIN_FILMS = 20  # per sex; fewer and the line is left out (identity)
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # how far towards the full inverse
+TOLERANCE = 0.02  # months of cross-fitted MAE traded for less bias at the ends
+
+
+def _lines(y: np.ndarray, pred: np.ndarray, male: np.ndarray, w: float) -> dict[str, list]:
+    """{"male": [a, b], "female": [a, b]}: w of the way from identity to the inverted line."""
+    out = {}
+    for key, sel in (("male", male), ("female", ~male)):
+        if sel.sum() < MIN_FILMS or np.ptp(y[sel]) == 0:
+            out[key] = [0.0, 1.0]
+            continue
+        k, c = np.polyfit(y[sel], pred[sel], 1)  # estimate = c + k x true age
+        if k <= 0.1:  # no usable relation: leave this sex alone
+            out[key] = [0.0, 1.0]
+            continue
+        out[key] = [float(-w * c / k), float(1 - w + w / k)]
+    return out
 
 
 def fit_correction(y: np.ndarray, pred: np.ndarray, male: np.ndarray) -> dict[str, Any]:
-    """{"male": [a, b], "female": [a, b]} with corrected = a + b * estimate (least squares)."""
+    """{"male": [a, b], "female": [a, b]} with corrected = a + b * estimate, and how w was
+    chosen (cross-fitted MAE for each weight)."""
     y, pred, male = np.asarray(y, float), np.asarray(pred, float), np.asarray(male, bool)
-    out: dict[str, Any] = {"method": "linear per sex: true age ~ a + b x estimate, validation "
-                           "films", "n": int(len(y))}
-    for key, sel in (("male", male), ("female", ~male)):
-        if sel.sum() < MIN_FILMS or np.ptp(pred[sel]) == 0:
-            out[key] = [0.0, 1.0]
-            continue
-        b, a = np.polyfit(pred[sel], y[sel], 1)
-        out[key] = [round(float(a), 4), round(float(b), 4)]
-    return out
+    fold = np.random.default_rng(0).permutation(len(y)) % 2
+    maes = {}
+    for w in WEIGHTS:
+        err = np.empty(len(y))
+        for f in (0, 1):
+            tr, te = fold != f, fold == f
+            fit = _lines(y[tr], pred[tr], male[tr], w)
+            err[te] = apply_correction(pred[te], male[te], fit) - y[te]
+        maes[w] = float(np.mean(np.abs(err)))
+    best = min(maes.values())
+    w = max(v for v in WEIGHTS if maes[v] <= best + TOLERANCE)
+    lines = {k: [round(a, 4), round(b, 4)] for k, (a, b) in _lines(y, pred, male, w).items()}
+    return {"method": "per sex, part of the way to the inverse of estimate ~ true age "
+            "(validation films)", "weight": w, "n": int(len(y)),
+            "crossfit_mae": {str(k): round(v, 3) for k, v in maes.items()}, **lines}
 
 
 def apply_correction(pred: np.ndarray, male: np.ndarray, corr: dict[str, Any] | None

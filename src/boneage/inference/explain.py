@@ -55,6 +55,11 @@ def saliency(model, image: np.ndarray, male: bool, method: str = "gradcampp",
 
     if method not in METHODS:
         raise ValueError(f"unknown heatmap method {method!r} (known: {', '.join(METHODS)})")
+    if hasattr(model, "members"):  # an ensemble: each member's map, averaged
+        maps = [saliency(m, image, male, method, layer) for m in model.members]
+        cam = np.mean(maps, axis=0)
+        hi = float(cam.max())
+        return cam / hi if hi > 1e-6 else np.zeros_like(cam)
     x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
     net = _net(model, male)
     if method == "occlusion":

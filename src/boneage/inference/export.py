@@ -13,6 +13,7 @@ import numpy as np
 from boneage.errors import BoneAgeError
 from boneage.fileio import atomic_write_json
 from boneage.inference.predictor import TorchPredictor
+from boneage.models.checkpoint import SCALE
 
 
 def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weights: bool = False
@@ -48,7 +49,9 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weight
                 dynamic_axes={"image": {0: "batch"}, "sex": {0: "batch"},
                               "bone_age": {0: "batch"}, "features": {0: "batch"}},
             )
-        if src.card.get("weights_dtype") == "float16":
+        if src.card.get("weights_dtype") == "int8":
+            _store_int8(tmp, src.path)
+        if src.card.get("weights_dtype") in ("float16", "int8"):
             _store_half(tmp)
         if share_weights:
             if src.path.parent.resolve() != out.parent.resolve():
@@ -80,7 +83,7 @@ def _store_half(path: Path) -> None:
     g = m.graph
     casts = []
     for init in list(g.initializer):
-        if init.data_type != TensorProto.FLOAT:
+        if init.data_type != TensorProto.FLOAT or init.name.endswith(SCALE):
             continue
         a = numpy_helper.to_array(init)
         h = a.astype(np.float16)
@@ -91,6 +94,37 @@ def _store_half(path: Path) -> None:
         casts.append(helper.make_node("Cast", [f"{init.name}.fp16"], [init.name],
                                       to=TensorProto.FLOAT))
     for i, node in enumerate(casts):
+        g.node.insert(i, node)
+    onnx.save(m, str(path))
+
+
+def _store_int8(path: Path, weights: Path) -> None:
+    """Store each weight the checkpoint holds as int8 (models/checkpoint.py) as that int8
+    tensor times its per-channel scale (Cast, Mul: folded once when ONNX Runtime loads the
+    graph), checked to give the very float32 numbers the torch backend computes with."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from safetensors.numpy import load_file
+
+    state = load_file(str(weights))
+    m = onnx.load(str(path))
+    g = m.graph
+    nodes = []
+    for init in list(g.initializer):
+        key = init.name.removeprefix("model.")
+        if init.data_type != TensorProto.FLOAT or key + SCALE not in state:
+            continue
+        q, scale = state[key], state[key + SCALE]
+        if not np.array_equal(q.astype(np.float32) * scale, numpy_helper.to_array(init)):
+            raise BoneAgeError(f"{weights}: int8 weight {key} does not match the graph")
+        g.initializer.remove(init)
+        g.initializer.extend([numpy_helper.from_array(q, f"{init.name}.int8"),
+                              numpy_helper.from_array(scale, f"{init.name}{SCALE}")])
+        nodes += [helper.make_node("Cast", [f"{init.name}.int8"], [f"{init.name}.f32"],
+                                   to=TensorProto.FLOAT),
+                  helper.make_node("Mul", [f"{init.name}.f32", f"{init.name}{SCALE}"],
+                                   [init.name])]
+    for i, node in enumerate(nodes):
         g.node.insert(i, node)
     onnx.save(m, str(path))
 
@@ -106,10 +140,10 @@ def _share_weights(path: Path, weights: Path) -> None:
     raw = weights.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8 : 8 + n])
-    kinds = {TensorProto.FLOAT: "F32", TensorProto.FLOAT16: "F16"}
+    kinds = {TensorProto.FLOAT: "F32", TensorProto.FLOAT16: "F16", TensorProto.INT8: "I8"}
     m = onnx.load(str(path))
     for init in m.graph.initializer:
-        key = init.name.removeprefix("model.").removesuffix(".fp16")
+        key = init.name.removeprefix("model.").removesuffix(".fp16").removesuffix(".int8")
         entry = header.get(key)
         if (entry is None or kinds.get(init.data_type) != entry["dtype"]
                 or list(entry["shape"]) != list(init.dims)):

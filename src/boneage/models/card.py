@@ -40,12 +40,22 @@ def _metrics_rows(groups: dict[str, dict[str, Any]]) -> list[str]:
     return rows
 
 
+def architecture(card: dict[str, Any]) -> str:
+    """`resnet18` {options}, or for an ensemble the mean of its members, each so described."""
+    kwargs = card.get("model_kwargs") or {}
+    if card["arch"] != "ensemble":
+        return f"`{card['arch']}` {kwargs}".rstrip()
+    members = kwargs.get("members", [])
+    return (f"ensemble, the mean of {len(members)} networks: "
+            + "; ".join(architecture(m) for m in members))
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     name = card.get("name", "model")
     lines = [f"# Model card: {name}" + (f" (version {card['version']})"
                                          if card.get("version") else ""), ""]
     params = card.get("parameters")
-    lines += [f"- Architecture: `{card['arch']}` {card.get('model_kwargs') or ''}"
+    lines += [f"- Architecture: {architecture(card)}"
               + (f", {params / 1e6:.1f} M parameters" if params else ""),
               f"- Input: prepared films of {card['input_size']} x {card['input_size']} px "
               "(pipeline below) and sex; output: bone age in months",
@@ -96,7 +106,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += ["## Output correction", "",
                   f"{corr['method']}: male {corr['male'][0]:+.2f} + {corr['male'][1]:.4f} x "
                   f"estimate, female {corr['female'][0]:+.2f} + {corr['female'][1]:.4f} x "
-                  f"estimate (n = {corr['n']:,}).", ""]
+                  f"estimate (n = {corr['n']:,}"
+                  + (f"; weight {corr['weight']:g} of the way to the inverse line"
+                     if "weight" in corr else "") + ").", ""]
     if card.get("changelog"):
         lines += ["## Changelog", ""]
         for entry in card["changelog"]:

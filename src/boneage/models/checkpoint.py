@@ -22,20 +22,55 @@ def card_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def save_checkpoint(model, card: dict[str, Any], weights: str | Path, half: bool = False
+DTYPES = ("float32", "float16", "int8")
+SCALE = ".__scale__"  # key suffix of an int8 weight's per-channel scale
+
+
+def _quantise(v):
+    """int8 weights and their per-output-channel scale (symmetric): weight ~= q * scale."""
+    import torch
+
+    w = v.detach().float().cpu()
+    scale = w.abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.round(w / scale).clamp(-127, 127).to(torch.int8).contiguous(), scale.contiguous()
+
+
+def save_checkpoint(model, card: dict[str, Any], weights: str | Path, dtype: str = "float32"
                     ) -> Path:
-    """Write weights (contiguous fp32 tensors, or fp16 to halve a shipped model's size: the
-    model still computes in fp32) then the card, each atomically."""
+    """Write weights then the card, each atomically. The model computes in float32 whatever
+    the storage: "float16" halves a shipped model's size; "int8" quarters it (convolution and
+    dense weights as int8 with a float32 scale per output channel, everything else float16),
+    which cost nothing measurable on the validation films (docs/model.md)."""
     from safetensors.torch import save
 
+    if dtype not in DTYPES:
+        raise BoneAgeError(f"unknown weight dtype {dtype!r} (known: {', '.join(DTYPES)})")
     weights = Path(weights)
-    state = {k: (v.detach().half() if half else v.detach().float()).contiguous().cpu()
-             if v.is_floating_point() else v.detach().contiguous().cpu()
-             for k, v in model.state_dict().items()}
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().contiguous().cpu()
+        if not v.is_floating_point():
+            state[k] = v
+        elif dtype == "int8" and v.ndim >= 2 and v.numel() >= 256:
+            state[k], state[k + SCALE] = _quantise(v)
+        else:
+            state[k] = (v.float() if dtype == "float32" else v.half()).contiguous()
     atomic_write_bytes(weights, save(state, metadata={"format": CARD_FORMAT}))
     atomic_write_json(card_path(weights), {"format": CARD_FORMAT, **card,
-                                           "weights_dtype": "float16" if half else "float32"})
+                                           "weights_dtype": dtype})
     return weights
+
+
+def _dequantise(state: dict[str, Any]) -> dict[str, Any]:
+    """int8 weights back to float32 (q * scale), the scales dropped."""
+    for k in [k for k in state if k.endswith(SCALE)]:
+        scale, base = state.pop(k), k.removesuffix(SCALE)
+        try:
+            state[base] = state[base].float() * scale
+        except (KeyError, RuntimeError):
+            raise ValueError(f"scale {k} does not fit a weight") from None
+    return state
 
 
 def read_card(weights: str | Path) -> dict[str, Any]:
@@ -64,7 +99,7 @@ def load_checkpoint(weights: str | Path):
     card = read_card(weights)
     model = build_model(card["arch"], **card.get("model_kwargs", {}))
     try:
-        state = load_file(str(weights))
+        state = _dequantise(load_file(str(weights)))
     except (SafetensorError, OSError, ValueError) as e:
         raise BoneAgeError(f"{weights}: not readable safetensors ({e})") from None
     try:
@@ -72,6 +107,7 @@ def load_checkpoint(weights: str | Path):
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise BoneAgeError(f"{weights}: weights do not match {card['arch']!r} ({first})") from None
+    # the network answers in months (an ensemble's members carry their own scales)
     norm = card.get("target_norm") or {"mean": 0.0, "std": 1.0}
     model.set_output_scale(norm["mean"], norm["std"])  # the network answers in months
     model.eval()

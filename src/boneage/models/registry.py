@@ -133,3 +133,11 @@ def resnet18(dropout: float = 0.2, upsample: float = 1.0) -> nn.Module:
 def resnet18_cbam(dropout: float = 0.2, upsample: float = 1.0) -> nn.Module:
     body, feats = _resnet_features((2, 2, 2, 2), cbam=True)
     return FusionRegressor(body, feats, head=(256,), head_dropouts=(dropout,), upsample=upsample)
+
+
+@register("ensemble", "the mean of trained networks as one model (built from runs with "
+          "`boneage ensemble`, not trained)")
+def ensemble(members: list[dict[str, Any]]) -> nn.Module:
+    from boneage.models.ensemble import EnsembleRegressor
+
+    return EnsembleRegressor(members)

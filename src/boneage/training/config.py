@@ -118,6 +118,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.arch not in MODELS:
         known = ", ".join(sorted(MODELS))
         raise BoneAgeError(f"unknown architecture {cfg.arch!r} (known: {known})")
+    if cfg.arch == "ensemble":
+        raise BoneAgeError("an ensemble is not trained: train its members, then `boneage "
+                           "ensemble RUN RUN --out DIR`")
     checks = [
         (cfg.epochs >= 1, "epochs must be at least 1"),
         (cfg.batch_size >= 1, "batch_size must be at least 1"),
