@@ -2,8 +2,9 @@
 every figure the README and the model card quote.
 
     python tools/default_model.py [--config configs/default.yaml] [--out runs/default]
-    python tools/default_model.py --run RUN_DIR   # a run trained elsewhere (a GPU), on
-                                                       # the same split; skips steps 1-3
+    python tools/default_model.py --run RUN_DIR [RUN_DIR ...] [--dtype int8]
+                      # runs trained elsewhere (a GPU), on the same split; skips steps 1-3;
+                      # several runs are averaged into one model (`boneage ensemble`)
 
 1. prepare the films with the config's pipeline (`hand`: the hand's box stretched to 100 px);
 2. a stratified split, seed 42: 9% validation, 9% held out (>= 1,000 films, never used for
@@ -46,7 +47,8 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "configs/default.yaml"))
     ap.add_argument("--out", default=str(ROOT / "runs/default"))
     ap.add_argument("--install", default=str(ROOT / "src/boneage/weights"))
-    ap.add_argument("--run", help="an already trained run folder (its split is used as is)")
+    ap.add_argument("--run", nargs="+", help="already trained run folders (their split is used "
+                    "as is); two or more become one ensemble (version 4: two)")
     ap.add_argument("--version", help="the model version written into the card")
     ap.add_argument("--dtype", choices=("float16", "int8"), default="float16",
                     help="shipped weight storage (int8: a quarter of float32; an ensemble's)")
@@ -60,8 +62,15 @@ def main() -> None:
     exe = [sys.executable, "-m", "boneage.cli"]
     cache = out / "cache"
     out.mkdir(parents=True, exist_ok=True)
+    if a.run and len(a.run) > 1:
+        from boneage.models.ensemble import build_ensemble
+
+        run = out / "ensemble"
+        if not (run / "best.safetensors").is_file():
+            build_ensemble(a.run, run, dtype=a.dtype)
+    elif a.run:
+        run = Path(a.run[0])
     if a.run:
-        run = Path(a.run)
         from boneage.fileio import read_csv_dicts
 
         cache = Path(read_csv_dicts(run / "provenance.csv")[0]["cache"])

@@ -25,16 +25,18 @@ def test_shipped_files_card_and_size():
     files = {p.name for p in BUNDLED.iterdir()}
     assert {"default.safetensors", "default.json", "default.onnx"} <= files
     total = sum(p.stat().st_size for p in BUNDLED.iterdir())
-    assert total < 30e6, total  # one set of float16 weights serves both backends
+    assert total < 30e6, total  # one set of int8 weights serves both backends
     card = read_card(BUNDLED / "default.safetensors")
     assert card["name"] == "default" and "Halabi" in card["terms"]
-    assert card["weights_dtype"] == "float16" and card["onnx"]["weights"] == "default.safetensors"
+    assert card["weights_dtype"] == "int8" and card["onnx"]["weights"] == "default.safetensors"
+    # version 4: two networks averaged in one model
+    assert card["arch"] == "ensemble" and len(card["model_kwargs"]["members"]) == 2
     # the framing-independent preprocessing: the hand found on the film, then squared
     assert [s["name"] for s in card["pipeline"]["steps"]] == ["to_uint8", "crop_hand", "squash",
                                                               "scale"]
     assert set(card["output_correction"]) >= {"male", "female"}
     cal = card["calibration"]
-    assert cal["n"] >= 1000 and "single" in cal and len(card["embedding"]["mean"]) == 512
+    assert cal["n"] >= 1000 and "single" in cal and len(card["embedding"]["mean"]) == 1024
 
 
 def test_example_film_is_the_drawing():
