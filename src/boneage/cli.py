@@ -148,7 +148,9 @@ def cmd_models(a: argparse.Namespace) -> int:
 
         print(f"{'architecture':<16}{'parameters':>12}  description")
         for name, desc in DESCRIPTIONS.items():
-            print(f"{name:<16}{count_parameters(build_model(name)):>12,}  {desc}")
+            # an ensemble's size is its members' (built from runs, not by name alone)
+            n = "-" if name == "ensemble" else f"{count_parameters(build_model(name)):,}"
+            print(f"{name:<16}{n:>12}  {desc}")
     installed = installed_models()
     print("\ninstalled models (use --model NAME):" + ("" if installed else " none yet"))
     for path in installed:
