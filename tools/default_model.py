@@ -39,6 +39,19 @@ def sh(*args: str) -> None:
     subprocess.run(args, check=True)
 
 
+def record_validation(run: Path, evaluate: list[str]) -> None:
+    """An ensemble's card has no validation metrics of its own (its members' were measured
+    apart): measure them one view, as training does, so the service and `compare` show them."""
+    from boneage.fileio import atomic_write_json
+
+    sh(*evaluate)
+    m = json.loads((Path(evaluate[evaluate.index("--out") + 1]) / "metrics.json").read_text())
+    card = json.loads((run / "best.json").read_text())
+    card["metrics"] = {**card.get("metrics", {}),
+                       "val": {k: m[k] for k in ("n", "mae", "rmse", "r2")} | {"tta": False}}
+    atomic_write_json(run / "best.json", card)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--labels", default=str(ROOT.parent / "shared/data/rsna-bone-age-100px/"
@@ -112,6 +125,9 @@ def main() -> None:
     run = shipped
     sh(*exe, "calibrate", "--model", str(run), "--labels", str(labels), *films,
        "--subset", "val")
+    if not (card.get("metrics") or {}).get("val"):
+        record_validation(run, [*exe, "evaluate", "--model", str(run), "--labels", str(labels),
+                                *films, "--subset", "val", "--out", str(out / "val-single")])
     sh(*exe, "evaluate", "--model", str(run), "--labels", str(labels), *films, "--subset", "test",
        "--tta", "--out", str(out / "heldout"))
     sh(*exe, "evaluate", "--model", str(run), "--labels", str(labels), *films, "--subset", "test",
