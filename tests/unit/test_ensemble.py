@@ -110,3 +110,5 @@ def test_ensemble_refusals(members, tmp_path, capsys):
         validate(TrainConfig(arch="ensemble"))
     with pytest.raises(BoneAgeError, match="bad option"):
         build_model("ensemble", members=[{"arch": "resnet18"}])  # one member is no ensemble
+    with pytest.raises(BoneAgeError, match="target_norm"):  # a tampered card: one line
+        build_model("ensemble", members=[{"arch": "resnet18", "target_norm": {"mean": 1}}] * 2)

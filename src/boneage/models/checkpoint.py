@@ -109,7 +109,7 @@ def load_checkpoint(weights: str | Path):
         raise BoneAgeError(f"{weights}: weights do not match {card['arch']!r} ({first})") from None
     # the network answers in months (an ensemble's members carry their own scales)
     norm = card.get("target_norm") or {"mean": 0.0, "std": 1.0}
-    model.set_output_scale(norm["mean"], norm["std"])  # the network answers in months
+    model.set_output_scale(norm["mean"], norm["std"])
     model.eval()
     return model, card
 

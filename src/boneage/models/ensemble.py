@@ -33,6 +33,8 @@ class EnsembleRegressor(nn.Module):
             if not isinstance(m, dict) or m.get("arch") in (None, "ensemble"):
                 raise ValueError("each member names a single architecture ('arch')")
             norm = m.get("target_norm") or {"mean": 0.0, "std": 1.0}
+            if not isinstance(norm, dict) or not {"mean", "std"} <= set(norm):
+                raise ValueError("a member's target_norm needs a mean and an std")
             net = build_model(m["arch"], **m.get("model_kwargs", {}))
             nets.append(net.set_output_scale(norm["mean"], norm["std"]))
         self.members = nn.ModuleList(nets)
@@ -76,7 +78,7 @@ def build_ensemble(runs: list[str | Path], out: str | Path, dtype: str = "float3
     from boneage.fileio import atomic_write_bytes, ensure_writable_dir
     from boneage.models.checkpoint import load_checkpoint, resolve_model_path, save_checkpoint
     from boneage.models.contract import io_contract
-    from boneage.models.registry import count_parameters
+    from boneage.models.registry import build_model, count_parameters
 
     if len(runs) < 2:
         raise BoneAgeError("an ensemble needs at least two runs")
@@ -92,14 +94,14 @@ def build_ensemble(runs: list[str | Path], out: str | Path, dtype: str = "float3
         if split != (first.get("data") or {}).get("split_sha256"):
             raise BoneAgeError(f"{p}: trained on another split than {paths[0]}; validation "
                                "metrics would be contaminated")
-    out = ensure_writable_dir(out)
-    if (out / "best.safetensors").exists():
+    if (Path(out) / "best.safetensors").exists():
         raise BoneAgeError(f"{out}: already holds a model (best.safetensors); choose a new "
                            "folder")
-    model = EnsembleRegressor([m for m, _ in members]).eval()
-    for net, path in zip(model.members, paths, strict=True):
+    model = build_model("ensemble", members=[m for m, _ in members]).eval()
+    for net, path in zip(model.members, paths, strict=True):  # every member read before writing
         loaded, _ = load_checkpoint(path)
         net.load_state_dict(loaded.state_dict())
+    out = ensure_writable_dir(out)
     trained = [{"source": str(p), "arch": c["arch"],
                 "val_mae": ((c.get("metrics") or {}).get("val") or {}).get("mae"),
                 **{k: (c.get("training") or {}).get(k)
