@@ -119,3 +119,21 @@ def test_readme_python_example_runs(monkeypatch, capsys):
     assert r.sex == "F" and r.interval_low_months < r.bone_age_months < r.interval_high_months
     assert [x.sex for x in results] == ["M", "F"]
     assert results[1].bone_age_months == r.bone_age_months
+
+
+def test_bundled_model_estimates_on_onnx_and_explains_with_torch():
+    """The service's and the API's default: the faster backend for the estimate, the PyTorch
+    network (the same weights) for the heatmap."""
+    pytest.importorskip("onnxruntime")
+    from boneage.inference.api import read_film
+
+    m = load_model("default")
+    assert type(m.predictor).__name__ == "OnnxPredictor" and m.explains
+    r = m.predict(EXAMPLE, sex="F")
+    t = load_model("default", backend="torch").predict(EXAMPLE, sex="F")
+    assert abs(r.bone_age_months - t.bone_age_months) <= 0.05
+    film = read_film(EXAMPLE)
+    pic = m.heatmap(film, "F")
+    assert pic.ndim == 3 and pic.shape[2] == 3
+    assert np.abs(pic[..., 0].astype(int) - pic[..., 2]).max() > 50  # colour on the grey film
+    assert not load_model("default", explain=False).explains  # no PyTorch loaded for nothing
