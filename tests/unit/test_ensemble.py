@@ -112,3 +112,26 @@ def test_ensemble_refusals(members, tmp_path, capsys):
         build_model("ensemble", members=[{"arch": "resnet18"}])  # one member is no ensemble
     with pytest.raises(BoneAgeError, match="target_norm"):  # a tampered card: one line
         build_model("ensemble", members=[{"arch": "resnet18", "target_norm": {"mean": 1}}] * 2)
+
+
+def test_an_ensemble_calibrates_evaluates_and_predicts_as_any_model(members, tmp_path, capsys):
+    from tests.helpers import make_calibration_set
+
+    out, films = tmp_path / "ens", tmp_path / "films"
+    assert main(["ensemble", *map(str, members), "--out", str(out), "--dtype", "int8"]) == 0
+    labels = make_calibration_set(films)
+    assert main(["calibrate", "--model", str(out), "--images", str(films), "--labels",
+                 str(labels)]) == 0
+    card = json.loads((out / "best.json").read_text())
+    assert card["calibration"]["n"] == 12 and len(card["embedding"]["mean"]) == 1024
+    r = load_predictor(out)
+    assert r.card["weights_dtype"] == "int8"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--images", str(films), "--labels",
+                 str(labels), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["arch"] == "ensemble" and metrics["n"] == 12
+    assert main(["predict", str(films / "c3.png"), "--sex", "M", "--model", str(out),
+                 "--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["interval_low_months"] < row["bone_age_months"] < row["interval_high_months"]
