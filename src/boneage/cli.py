@@ -363,12 +363,13 @@ def _parser_calibrate(sub) -> None:
 # ---------------------------------------------------------------------------------- compare
 def cmd_compare(a: argparse.Namespace) -> int:
     from boneage.evaluation.compare import compare
+    from boneage.evaluation.report import fmt
 
     rows = compare(a.runs, a.out, a.allow_mixed)
     for r in rows:
         ci = f" (95% CI {r['mae_ci95']})" if r["mae_ci95"] else ""
-        print(f"{r['name']:<24} {r['arch']:<16} MAE {r['mae']:.2f}{ci}  RMSE {r['rmse']:.2f}  "
-              f"R² {r['r2']:.3f}  TTA {r['tta']}  ({r['source']})")
+        print(f"{r['name']:<24} {r['arch']:<16} MAE {fmt(r['mae'])}{ci}  RMSE {fmt(r['rmse'])}  "
+              f"R² {fmt(r['r2'])}  TTA {r['tta']}  ({r['source']})")
     print(f"-> {a.out}/compare.md, compare.html, compare.png")
     return 0
 

@@ -131,6 +131,16 @@ def test_an_ensemble_calibrates_evaluates_and_predicts_as_any_model(members, tmp
                  str(labels), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["arch"] == "ensemble" and metrics["n"] == 12
+    # compare: refused in one line until the ensemble is measured, then beside its members
+    assert main(["compare", str(out), str(members[0]), "--out", str(tmp_path / "c")]) == 2
+    assert "not measured yet" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "compare.csv").exists()
+    assert main(["evaluate", "--model", str(out), "--images", str(films), "--labels",
+                 str(labels), "--out", str(out / "eval")]) == 0
+    assert main(["compare", str(out), str(members[0]), "--out", str(tmp_path / "c"),
+                 "--allow-mixed"]) == 0
+    assert "ensemble" in (tmp_path / "c" / "compare.md").read_text()
+    capsys.readouterr()
     assert main(["predict", str(films / "c3.png"), "--sex", "M", "--model", str(out),
                  "--format", "json"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -68,6 +68,10 @@ def compare(runs: list[str], out: str | Path, allow_mixed: bool = False
     if not runs:
         raise BoneAgeError("give at least one run folder or checkpoint")
     rows = [run_row(r) for r in runs]
+    unmeasured = [r["name"] for r in rows if r["mae"] is None]
+    if unmeasured:  # an ensemble, or a run stopped before its first validation
+        raise BoneAgeError(f"compare: {', '.join(unmeasured)} not measured yet (boneage "
+                           "evaluate --model RUN --subset val --out RUN/eval)")
     kinds = {(r["source"], r["tta"]) for r in rows}
     if len(kinds) > 1 and not allow_mixed:
         seen = "; ".join(f"{r['name']}: {r['source']}, TTA {r['tta']}" for r in rows)
