@@ -83,6 +83,8 @@ def test_novelty_separates_other_pictures_from_the_reference():
     assert quality_warnings({"finger_gaps": 0}, 100.0) != []  # no reference: shape alone
     # a small child's fingers merge under thresholding: under 3 years only far-off features
     assert quality_warnings({"finger_gaps": 0}, 24.0, ref["p90"] * 1.05, ref) == []
+    assert quality_warnings({"finger_gaps": 0}, 50.0, ref["p90"] * 1.05, ref) == []  # < 5 y
+    assert quality_warnings({"finger_gaps": 0}, 70.0, ref["p90"] * 1.05, ref) != []
     assert quality_warnings({"finger_gaps": 0}, 24.0, ref["threshold"] * 1.05, ref) != []
 
 
