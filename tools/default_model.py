@@ -39,13 +39,14 @@ def sh(*args: str) -> None:
     subprocess.run(args, check=True)
 
 
-def record_validation(run: Path, evaluate: list[str]) -> None:
+def record_validation(run: Path, evaluate: list[str], out: Path) -> None:
     """An ensemble's card has no validation metrics of its own (its members' were measured
-    apart): measure them one view, as training does, so the service and `compare` show them."""
+    apart): measure them one view (`evaluate` is the command without its --out), as training
+    does, so the service and `compare` show them."""
     from boneage.fileio import atomic_write_json
 
-    sh(*evaluate)
-    m = json.loads((Path(evaluate[evaluate.index("--out") + 1]) / "metrics.json").read_text())
+    sh(*evaluate, "--out", str(out))
+    m = json.loads((out / "metrics.json").read_text())
     card = json.loads((run / "best.json").read_text())
     card["metrics"] = {**card.get("metrics", {}),
                        "val": {k: m[k] for k in ("n", "mae", "rmse", "r2")} | {"tta": False}}
@@ -127,7 +128,7 @@ def main() -> None:
        "--subset", "val")
     if not (card.get("metrics") or {}).get("val"):
         record_validation(run, [*exe, "evaluate", "--model", str(run), "--labels", str(labels),
-                                *films, "--subset", "val", "--out", str(out / "val-single")])
+                                *films, "--subset", "val"], out / "val-single")
     sh(*exe, "evaluate", "--model", str(run), "--labels", str(labels), *films, "--subset", "test",
        "--tta", "--out", str(out / "heldout"))
     sh(*exe, "evaluate", "--model", str(run), "--labels", str(labels), *films, "--subset", "test",

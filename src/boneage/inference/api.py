@@ -254,7 +254,7 @@ def load_model(spec: str | Path = "default", backend: str | None = None, tta: bo
     one loader behind every command, the service and the Python API.
 
     backend None: an installed model that ships an ONNX graph (the bundled one; it reads the
-    same weights) estimates on ONNX Runtime when it is installed (2x faster on CPUs), and
+    same weights) estimates on ONNX Runtime when it is installed (1.8x faster here), and
     when `explain` is True and PyTorch is installed its heatmaps come from the PyTorch network
     (Grad-CAM differentiates it); anything else runs on PyTorch. A .onnx file always runs on
     ONNX Runtime, without heatmaps."""

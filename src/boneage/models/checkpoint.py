@@ -109,7 +109,10 @@ def load_checkpoint(weights: str | Path):
         raise BoneAgeError(f"{weights}: weights do not match {card['arch']!r} ({first})") from None
     # the network answers in months (an ensemble's members carry their own scales)
     norm = card.get("target_norm") or {"mean": 0.0, "std": 1.0}
-    model.set_output_scale(norm["mean"], norm["std"])
+    try:
+        model.set_output_scale(norm["mean"], norm["std"])
+    except (KeyError, TypeError, ValueError) as e:  # a card edited by hand
+        raise BoneAgeError(f"{weights}: unusable target_norm in the card ({e})") from None
     model.eval()
     return model, card
 
