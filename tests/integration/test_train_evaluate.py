@@ -118,6 +118,34 @@ def test_resume_continues_from_the_right_step(small_set, tmp_path, monkeypatch):
     assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_ema_weights_are_the_ones_validated_saved_and_resumed(small_set, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    images, labels = small_set
+    run = tmp_path / "ema"
+    summary = train(run, _cfg(epochs=2, ema=0.9), images=str(images), labels=str(labels),
+                    progress=False)
+    assert summary["epochs"] == 2
+    state = torch.load(run / "state" / "last.ckpt", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    saved = load_file(run / "last.safetensors")
+    key = next(k for k in saved if k.endswith("weight") and saved[k].ndim == 4)
+    # the saved network is the moving average, not the raw weights of the last step
+    assert torch.equal(saved[key].float(), state[f"ema_model.module.{key}"].float())
+    assert not torch.equal(state[f"ema_model.module.{key}"], state[f"model.{key}"])
+    assert state["ema_model.n_averaged"].item() == int(read_csv_dicts(
+        run / "metrics.csv")[-1]["step"])
+    # resumed, the average goes on from where it was (its count follows the steps)
+    train(run, resume=True, progress=False, epochs=3)
+    state = torch.load(run / "state" / "last.ckpt", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    assert state["ema_model.n_averaged"].item() == int(read_csv_dicts(
+        run / "metrics.csv")[-1]["step"])
+    with pytest.raises(BoneAgeError, match="ema must be"):
+        _cfg(ema=1.0)
+
+
 def test_training_errors(small_set, tmp_path, capsys):
     images, labels = small_set
     assert main(["train", "--images", str(images), "--labels", str(labels), "--arch", "vgg",

@@ -36,6 +36,22 @@ def _quantise(v):
     return torch.round(w / scale).clamp(-127, 127).to(torch.int8).contiguous(), scale.contiguous()
 
 
+def stored_state(state: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """A state dict as stored in `dtype` (see save_checkpoint); integers are kept as they are."""
+    if dtype not in DTYPES:
+        raise BoneAgeError(f"unknown weight dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    out = {}
+    for k, v in state.items():
+        v = v.detach().contiguous().cpu()
+        if not v.is_floating_point():
+            out[k] = v
+        elif dtype == "int8" and v.ndim >= 2 and v.numel() >= 256:
+            out[k], out[k + SCALE] = _quantise(v)
+        else:
+            out[k] = (v.float() if dtype == "float32" else v.half()).contiguous()
+    return out
+
+
 def save_checkpoint(model, card: dict[str, Any], weights: str | Path, dtype: str = "float32"
                     ) -> Path:
     """Write weights then the card, each atomically. The model computes in float32 whatever
@@ -44,18 +60,8 @@ def save_checkpoint(model, card: dict[str, Any], weights: str | Path, dtype: str
     which cost nothing measurable on the validation films (docs/model.md)."""
     from safetensors.torch import save
 
-    if dtype not in DTYPES:
-        raise BoneAgeError(f"unknown weight dtype {dtype!r} (known: {', '.join(DTYPES)})")
     weights = Path(weights)
-    state = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().contiguous().cpu()
-        if not v.is_floating_point():
-            state[k] = v
-        elif dtype == "int8" and v.ndim >= 2 and v.numel() >= 256:
-            state[k], state[k + SCALE] = _quantise(v)
-        else:
-            state[k] = (v.float() if dtype == "float32" else v.half()).contiguous()
+    state = stored_state(model.state_dict(), dtype)
     atomic_write_bytes(weights, save(state, metadata={"format": CARD_FORMAT}))
     atomic_write_json(card_path(weights), {"format": CARD_FORMAT, **card,
                                            "weights_dtype": dtype})

@@ -80,7 +80,7 @@ class RunRecorder(L.Callback):
             "seconds": round(time.perf_counter() - self.t0, 2),
         }
         if trainer.is_global_zero:
-            self._record(row, pl_module.model)
+            self._record(row, pl_module.net)
         # every rank takes part (DDP strategies synchronise inside save_checkpoint);
         # Lightning writes the file on rank 0 only
         state = self.out / "state"

@@ -45,6 +45,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.2
     huber_delta: float = 15.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights per step (0: off);
+    # when on, validation, early stopping and the saved weights all use the average
     early_stopping_patience: int = 10
     max_minutes: float = 0.0  # wall-clock budget for this run (0: none); stops after an epoch
     target_norm: bool = True  # regress z-scored age (train mean/sd), reported in months
@@ -128,6 +130,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.lr > 0, "lr must be positive"),
         (0 <= cfg.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
         (cfg.huber_delta > 0, "huber_delta must be positive"),
+        (0 <= cfg.ema < 1, "ema must be 0 (off) or a decay in (0, 1), such as 0.998"),
         (cfg.max_minutes >= 0, "max_minutes must be 0 (no limit) or positive"),
         (cfg.pipeline in PRESETS, f"pipeline must be one of {', '.join(PRESETS)}"),
         (0 <= cfg.augment.aspect < 1, "augment.aspect must be in [0, 1)"),

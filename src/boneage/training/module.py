@@ -22,16 +22,30 @@ from boneage.training.schedule import warmup_cosine
 class BoneAgeModule(L.LightningModule):
     def __init__(self, arch: str, model_kwargs: dict[str, Any], lr: float, weight_decay: float,
                  warmup_fraction: float, huber_delta: float, target_mean: float,
-                 target_std: float, augment: dict[str, Any]) -> None:
+                 target_std: float, augment: dict[str, Any], ema: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(arch, **model_kwargs).set_output_scale(target_mean, target_std)
+        # the moving average of the weights (batch-norm statistics included) is what validation
+        # sees and what is saved: it smooths the last epochs' noise without a longer schedule
+        self.ema_model = None
+        if ema > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema_model = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema),
+                                           use_buffers=True)
+            self.ema_model.requires_grad_(False)
         self.augment = AugmentConfig(**augment)
         self.train_rmse = torchmetrics.MeanSquaredError(squared=False)
         self.train_r2 = torchmetrics.R2Score()
         self.val_mae = torchmetrics.MeanAbsoluteError()
         self.val_rmse = torchmetrics.MeanSquaredError(squared=False)
         self.val_r2 = torchmetrics.R2Score()
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The network validated and saved: the weights' moving average when `ema` is on."""
+        return self.model if self.ema_model is None else self.ema_model.module
 
     def forward(self, image: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
         """Bone age in months (the network scales its z-score back itself)."""
@@ -55,10 +69,13 @@ class BoneAgeModule(L.LightningModule):
         self.train_r2.update(pred.detach(), y)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema_model is not None:
+            self.ema_model.update_parameters(self.model)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, sex, y = batch
-        pred = self(x, sex)
+        pred = self.net(x, sex).float()
         self.log("val_loss", F.huber_loss(pred, y, delta=self.hparams.huber_delta),
                  on_epoch=True, sync_dist=True)
         self.val_mae.update(pred, y)
@@ -78,7 +95,7 @@ class BoneAgeModule(L.LightningModule):
             m.reset()
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
                                 weight_decay=self.hparams.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         warm = self.hparams.warmup_fraction

@@ -272,7 +272,8 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
     if init is not None and "target_norm" in init[1]:  # the network's output scale comes along
         mean, std = init[1]["target_norm"]["mean"], init[1]["target_norm"]["std"]
     module = BoneAgeModule(cfg.arch, cfg.model, cfg.lr, cfg.weight_decay, cfg.warmup_fraction,
-                           cfg.huber_delta, mean, max(std, 1e-6), asdict(cfg.augment))
+                           cfg.huber_delta, mean, max(std, 1e-6), asdict(cfg.augment),
+                           ema=cfg.ema)
     if init is not None:
         module.model.load_state_dict(init[0].state_dict())
     module = module.to(memory_format=torch.channels_last)
@@ -282,7 +283,7 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
         "arch": cfg.arch, "model_kwargs": cfg.model, "pipeline": tr.pipeline.to_dict(),
         "input_size": tr.pipeline.output_size,
         "target_norm": {"mean": mean, "std": max(std, 1e-6)},
-        "io": io_contract(tr.pipeline.output_size, module.model.n_features),
+        "io": io_contract(tr.pipeline.output_size, module.net.n_features),
         "data": {"source": source, "split_counts": counts,
                  "split_sha256": hashlib.sha256((out / "split.csv").read_bytes()).hexdigest(),
                  "images_sha256": _images_digest(tr, va)},
