@@ -174,8 +174,8 @@ def _parser_models(sub) -> None:
 
 # ------------------------------------------------------------------------------------ train
 _TRAIN_OVERRIDES = ("arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",
-                    "warmup_fraction", "huber_delta", "early_stopping_patience", "max_minutes",
-                    "val_fraction",
+                    "warmup_fraction", "huber_delta", "ema", "early_stopping_patience",
+                    "max_minutes", "val_fraction",
                     "test_fraction", "seed", "precision", "accelerator", "devices", "num_nodes",
                     "workers", "pipeline", "init", "limit", "logger")
 
@@ -272,6 +272,8 @@ def _parser_train(sub) -> None:
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     p.add_argument("--warmup-fraction", type=float, help="share of steps warming up (0-1)")
     p.add_argument("--huber-delta", type=float, help="Huber loss delta, months")
+    p.add_argument("--ema", type=float, help="decay of a moving average of the weights, "
+                   "validated and saved (such as 0.998; 0: off)")
     p.add_argument("--early-stopping-patience", type=_positive_int,
                    help="epochs without a better validation MAE before stopping")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget (stops after an epoch)")

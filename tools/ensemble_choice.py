@@ -1,0 +1,89 @@
+"""Which trained runs to average into an ensemble, chosen on validation predictions.
+
+    python tools/ensemble_choice.py runs/eval-val-a runs/eval-val-b runs/eval-val-c \\
+        [--cost eval-val-b=2.25] [--max-members 3] [--max-cost 3.25] [--top 5]
+
+Each argument is a `boneage evaluate --subset val --out DIR` folder (its predictions.csv); all
+must hold the same films. Prints, per ensemble size, the best averages of their predictions
+(MAE in months, cost in units of one network's time per view) and the correlation of the
+members' errors: members whose errors correlate near 1 gain little from being averaged.
+Choose on validation films only; measure the chosen ensemble once on held-out films.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def read_predictions(folder: Path) -> dict[str, tuple[float, float]]:
+    """id -> (true months, predicted months) from an evaluate folder."""
+    path = folder / "predictions.csv"
+    if not path.is_file():
+        raise SystemExit(f"error: {folder}: no predictions.csv (an `evaluate --out` folder?)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return {r["id"]: (float(r["true_months"]), float(r["predicted_months"])) for r in rows}
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"error: {path}: not an evaluate predictions file ({e})") from None
+
+
+def combinations(y: np.ndarray, preds: dict[str, np.ndarray], cost: dict[str, float],
+                 max_members: int, max_cost: float) -> list[tuple[float, float, tuple[str, ...]]]:
+    """(MAE, cost, members) of every average of up to `max_members` runs within `max_cost`,
+    best first within each size."""
+    out = []
+    for n in range(1, max_members + 1):
+        for c in itertools.combinations(preds, n):
+            units = sum(cost.get(k, 1.0) for k in c)
+            if units <= max_cost:
+                p = np.mean([preds[k] for k in c], axis=0)
+                out.append((float(np.mean(np.abs(p - y))), units, c))
+    return sorted(out, key=lambda r: (len(r[2]), r[0]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("evals", nargs="+", help="`boneage evaluate --out` folders (validation)")
+    ap.add_argument("--cost", action="append", default=[], metavar="NAME=UNITS",
+                    help="a run's time per view in units of one network (default 1)")
+    ap.add_argument("--max-members", type=int, default=3)
+    ap.add_argument("--max-cost", type=float, default=float("inf"))
+    ap.add_argument("--top", type=int, default=5, help="combinations shown per size")
+    a = ap.parse_args(argv)
+    tables = {Path(e).name: read_predictions(Path(e)) for e in a.evals}
+    ids = sorted(next(iter(tables.values())))
+    if any(sorted(t) != ids for t in tables.values()):
+        raise SystemExit("error: the folders hold different films: evaluate every run on the "
+                         "same validation films")
+    y = np.array([next(iter(tables.values()))[i][0] for i in ids])
+    preds = {k: np.array([t[i][1] for i in ids]) for k, t in tables.items()}
+    cost = {}
+    for c in a.cost:
+        name, _, units = c.partition("=")
+        try:
+            cost[name] = float(units)
+        except ValueError:
+            raise SystemExit(f"error: --cost {c}: expected NAME=UNITS") from None
+    rows = combinations(y, preds, cost, a.max_members, a.max_cost)
+    for n in range(1, a.max_members + 1):
+        for mae, units, members in [r for r in rows if len(r[2]) == n][: a.top]:
+            print(f"{n}  MAE {mae:.3f}  cost {units:g}  {' + '.join(members)}")
+    names = list(preds)
+    errors = np.array([preds[k] - y for k in names])
+    corr = np.corrcoef(errors)
+    width = max(len(k) for k in names)
+    print("\ncorrelation of errors")
+    for i, k in enumerate(names):
+        print(f"{k:{width}}  " + " ".join(f"{v:.2f}" for v in corr[i]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
