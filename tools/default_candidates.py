@@ -6,10 +6,10 @@ validation MAE (never on the held-out films).
     python tools/default_candidates.py pack --cache runs/default/cache \\
         --split runs/default/split.csv
     # or, where the prepared cache is over what a lent machine takes (64 MiB with the working
-    # tree; the `hand` pipeline's enlarged crops), the source films, prepared there first:
+    # tree; the `hand` pipeline's enlarged crops), the source films, prepared there with each
+    # candidate's own pipeline (once per distinct pipeline):
     python tools/default_candidates.py pack --images DATA/boneage-training-dataset \\
-        --labels DATA/boneage-training-dataset.csv --pipeline CACHE/pipeline.json \\
-        --split benchmarks/results/default_split.csv
+        --labels DATA/boneage-training-dataset.csv --split benchmarks/results/default_split.csv
     # there (one process per candidate, in parallel, each bounded by --max-minutes):
     python tools/default_candidates.py train --out /tmp/cand --pack $OUT
     # here: reassemble the parts, point each run at the local cache and full split
@@ -48,10 +48,10 @@ def pack(a: argparse.Namespace) -> None:
         shutil.rmtree(dest)
     if a.cache:
         _pack_cache(Path(a.cache), dest, keep)
-    elif a.images and a.labels and a.pipeline:
-        _pack_films(Path(a.images), Path(a.labels), Path(a.pipeline), dest, keep)
+    elif a.images and a.labels:
+        _pack_films(Path(a.images), Path(a.labels), dest, keep)
     else:
-        sys.exit("pack: give --cache, or --images, --labels and --pipeline")
+        sys.exit("pack: give --cache, or --images and --labels")
     with open(dest / "split.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "split"])
@@ -77,11 +77,10 @@ def _tracked_bytes() -> int | None:
                if f and (ROOT / f).is_file())
 
 
-def _pack_films(images: Path, labels: Path, pipeline: Path, dest: Path, keep: set[str]) -> None:
+def _pack_films(images: Path, labels: Path, dest: Path, keep: set[str]) -> None:
     """Source films as their own bytes, end to end in one file (films.bin, indexed by
-    films.csv: a tar's 512-byte headers would add 15%), their labels and the pipeline file."""
+    films.csv: a tar's 512-byte headers would add 15%) and their labels."""
     dest.mkdir(parents=True)
-    shutil.copy2(pipeline, dest / "pipeline.json")
     with open(labels, newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
@@ -113,15 +112,30 @@ def unpack_films(pack_dir: Path, films: Path) -> tuple[Path, Path]:
     return films, pack_dir / "labels.csv"
 
 
-def _prepare_films(pack_dir: Path, cache: Path) -> None:
-    """On the lent machine: unpack the films and run `boneage prepare` with the packed pipeline."""
-    films, _ = unpack_films(pack_dir, cache.parent / "films")
-    t0 = time.time()
-    subprocess.run([sys.executable, "-m", "boneage.cli", "prepare", "--images", str(films),
-                    "--labels", str(pack_dir / "labels.csv"), "--pipeline",
-                    str(pack_dir / "pipeline.json"), "--out", str(cache),
-                    "--workers", str(os.cpu_count() or 1)], check=True, env=_env())
-    print(f"prepared in {time.time() - t0:.0f} s", flush=True)
+def _prepare_films(pack_dir: Path, out: Path, configs: list[Path]) -> dict[Path, Path]:
+    """On the lent machine: unpack the films once and run `boneage prepare` once per distinct
+    pipeline among the configs (so `hand` and `hand-stretch` candidates train side by side on
+    one pack of films). Returns config -> its cache."""
+    from boneage.training.config import load_config
+    from boneage.training.run import pipeline_for
+
+    films, _ = unpack_films(pack_dir, out / "films")
+    by_config, caches = {}, {}
+    for cfg in configs:
+        pipeline = pipeline_for(load_config(cfg))
+        cache = out / f"cache-{pipeline.fingerprint()}"
+        if cache not in caches.values():
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{cache.name}.json").write_text(pipeline.to_json())
+            t0 = time.time()
+            subprocess.run([sys.executable, "-m", "boneage.cli", "prepare", "--images", str(films),
+                            "--labels", str(pack_dir / "labels.csv"), "--pipeline",
+                            str(out / f"{cache.name}.json"), "--out", str(cache),
+                            "--workers", str(os.cpu_count() or 1)], check=True, env=_env())
+            print(f"prepared {cache.name} in {time.time() - t0:.0f} s", flush=True)
+            caches[cfg] = cache
+        by_config[cfg] = cache
+    return by_config
 
 
 def _env() -> dict[str, str]:
@@ -169,13 +183,12 @@ def train(a: argparse.Namespace) -> None:
                      if not a.only or p.stem in a.only)
     env = _env()
     data = Path(a.data)
-    if (data / "films.bin").is_file():
-        _prepare_films(data, out / "cache")
-        data = out / "cache"
+    caches = (_prepare_films(data, out, configs) if (data / "films.bin").is_file()
+              else dict.fromkeys(configs, data))
     procs = {}
     t0 = time.time()
     for cfg in configs:
-        cmd = [sys.executable, "-m", "boneage.cli", "train", "--data", str(data), "--split",
+        cmd = [sys.executable, "-m", "boneage.cli", "train", "--data", str(caches[cfg]), "--split",
                a.split, "--config", str(cfg), "--out", str(out / cfg.stem), "--no-progress",
                "--max-minutes", str(a.max_minutes)]
         log = open(out / f"{cfg.stem}.log", "w")  # noqa: SIM115 (closed when the run ends)
@@ -268,7 +281,6 @@ def main() -> None:
     p.add_argument("--cache", help="a prepared cache to pack")
     p.add_argument("--images", help="or: source films, prepared on the lent machine")
     p.add_argument("--labels", help="their labels CSV")
-    p.add_argument("--pipeline", help="the pipeline.json to prepare them with")
     p.add_argument("--split", required=True)
     p.add_argument("--dest", default=str(ROOT / ".devdata"))
     p.set_defaults(func=pack)

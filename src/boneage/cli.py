@@ -118,8 +118,9 @@ def _parser_prepare(sub) -> None:
     p.add_argument("--tiles", type=_positive_int, default=8, help="CLAHE tile grid (8 = 8x8)")
     p.add_argument("--squash", action="store_true",
                    help="reproduce the shared 100 px data: whole film, nearest-neighbour squash")
-    p.add_argument("--pipeline", metavar="NAME_OR_JSON", help="a preset (seed, squash, hand; "
-                   "as `train --pipeline`) or a pipeline file (a cache's pipeline.json)")
+    p.add_argument("--pipeline", metavar="NAME_OR_JSON", help="a preset (seed, squash, hand, "
+                   "hand-stretch; as `train --pipeline`) or a pipeline file (a cache's "
+                   "pipeline.json)")
     p.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
     p.add_argument("--preview", metavar="PNG", help="write a before/after contact sheet")
     p.add_argument("--preview-count", type=_positive_int, default=16, help="films in the preview")
@@ -259,9 +260,10 @@ def _parser_train(sub) -> None:
                    "total)")
     p.add_argument("--batch-size", type=_positive_int, help="films per batch (per device)")
     p.add_argument("--image-size", type=_positive_int, help="side of the prepared square, px")
-    p.add_argument("--pipeline", choices=("seed", "squash", "hand"),
+    p.add_argument("--pipeline", choices=("seed", "squash", "hand", "hand-stretch"),
                    help="seed: crop+CLAHE+letterbox; squash: the 100 px data's transform; "
-                   "hand: the hand found on the film, its box stretched to the square")
+                   "hand: the hand found on the film, its box stretched to the square; "
+                   "hand-stretch: hand at full contrast")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="train on a stratified "
                    "subset of N films (same sex and age-band proportions): a quick run")
     p.add_argument("--init", metavar="MODEL", help="start from this model's weights "

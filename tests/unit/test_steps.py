@@ -170,3 +170,28 @@ def test_hand_pipeline_frames_the_hand_alike_whatever_the_film_around_it():
     assert Pipeline.from_json(pipe.to_json()) == pipe
     with pytest.raises(BoneAgeError, match="unknown pipeline preset"):
         preset_pipeline("fancy", 64)
+
+
+def test_stretch_fills_the_grey_range_and_is_a_preset_that_round_trips():
+    from boneage.preprocess.steps import Stretch, preset_pipeline
+
+    rng = np.random.default_rng(0)
+    faint = rng.integers(60, 91, (80, 60)).astype(np.uint8)  # 30 grey levels
+    out = Stretch()(faint, {})
+    lo, hi = np.percentile(out, [1, 99])
+    assert out.dtype == np.uint8 and lo <= 3 and hi >= 252
+    # order kept: a darker pixel never becomes brighter than a lighter one
+    order = np.argsort(faint.ravel(), kind="stable")
+    assert np.all(np.diff(out.ravel()[order].astype(int)) >= 0)
+    # a film already at full contrast hardly moves; a blank one does not move
+    full = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    assert np.abs(Stretch()(full, {}).astype(int) - full).max() <= 3
+    blank = np.full((10, 10), 77, np.uint8)
+    assert np.array_equal(Stretch()(blank, {}), blank)
+    with pytest.raises(BoneAgeError, match="low < high"):
+        Stretch(low=50, high=10)
+    p = preset_pipeline("hand-stretch", 100)
+    assert [s.name for s in p.steps] == ["to_uint8", "crop_hand", "stretch", "squash", "scale"]
+    assert Pipeline.from_json(p.to_json()) == p
+    film, _ = synthetic_film(height=400, width=300, seed=3)
+    assert p(film).shape == (100, 100)

@@ -120,6 +120,32 @@ class Clahe(Step):
         return clahe.apply(image)
 
 
+@register
+@dataclass(frozen=True)
+class Stretch(Step):
+    """The film's grey levels from its `low` to its `high` percentile stretched to 0-255. About
+    one RSNA thumbnail in eight is faint (under 60 grey levels between the 1st and 99th
+    percentile of the hand's box) and reads 1.5-3 months worse than the rest; a model trained
+    with this step sees every film at full contrast. Only for models trained with it: stretching
+    films for a model trained without it made faint films worse (docs/model.md)."""
+
+    name: ClassVar[str] = "stretch"
+    low: float = 1.0
+    high: float = 99.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low < self.high <= 100:
+            raise BoneAgeError(f"stretch: need 0 <= low < high <= 100, got {self.low}, "
+                               f"{self.high}")
+
+    def __call__(self, image, meta):
+        lo, hi = np.percentile(image, [self.low, self.high])
+        if hi - lo < 1:  # a blank film stays as it is
+            return image
+        lut = np.clip((np.arange(256) - lo) * (255.0 / (hi - lo)), 0, 255)
+        return np.round(lut).astype(np.uint8)[image]
+
+
 def area_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """INTER_AREA downscale to (width, height), done as an exact integer box average first and
     INTER_AREA for the rest: 5x faster on full-resolution films, within one grey level."""
@@ -310,9 +336,15 @@ def hand_pipeline(size: int = 100, margin: float = 0.08) -> Pipeline:
     return Pipeline((ToUint8(), CropHand(margin), Squash(size, "linear"), Scale()))
 
 
+def hand_stretch_pipeline(size: int = 100, margin: float = 0.08) -> Pipeline:
+    """`hand` with the hand's box stretched to full contrast before it is squared."""
+    return Pipeline((ToUint8(), CropHand(margin), Stretch(), Squash(size, "linear"), Scale()))
+
+
 PRESETS = {"seed": "hand crop, CLAHE, aspect-preserving letterbox (the seed recipe)",
            "squash": "whole film squashed to a square, nearest neighbour (the 100 px data)",
-           "hand": "the hand's box stretched to the square (framing-independent)"}
+           "hand": "the hand's box stretched to the square (framing-independent)",
+           "hand-stretch": "as hand, the box's grey levels stretched to full contrast"}
 
 
 def preset_pipeline(name: str, size: int, crop: bool = True, clahe: bool = True) -> Pipeline:
@@ -321,6 +353,8 @@ def preset_pipeline(name: str, size: int, crop: bool = True, clahe: bool = True)
         return thumbnail_pipeline(size)
     if name == "hand":
         return hand_pipeline(size)
+    if name == "hand-stretch":
+        return hand_stretch_pipeline(size)
     if name == "seed":
         return seed_pipeline(size, crop=crop, clahe=clahe)
     raise BoneAgeError(f"unknown pipeline preset {name!r} (known: {', '.join(PRESETS)})")

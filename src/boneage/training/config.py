@@ -34,7 +34,8 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # architecture options (e.g. dropout)
     # preprocessing, used when films are prepared by `train` itself
     pipeline: str = "seed"  # seed (crop, CLAHE, letterbox) | squash (the 100 px data's
-    # transform) | hand (the hand found on the film, its box stretched to the square)
+    # transform) | hand (the hand found on the film, its box stretched to the square) |
+    # hand-stretch (hand, the box's grey levels stretched to full contrast)
     image_size: int = 256
     crop: bool = True
     clahe: bool = True
