@@ -127,7 +127,8 @@ class Stretch(Step):
     one RSNA thumbnail in eight is faint (under 60 grey levels between the 1st and 99th
     percentile of the hand's box) and reads 1.5-3 months worse than the rest; a model trained
     with this step sees every film at full contrast. Only for models trained with it: stretching
-    films for a model trained without it made faint films worse (docs/model.md)."""
+    films for a model trained without it made faint films worse, and a short fine-tune with it
+    did not help them (docs/model.md, Faint films); training from scratch is untried."""
 
     name: ClassVar[str] = "stretch"
     low: float = 1.0
