@@ -41,6 +41,20 @@ def test_crop_finds_hand_despite_marker_text_and_border(seed, border):
     assert (box.x1 - box.x0) * (box.y1 - box.y0) < 0.7 * film.size
 
 
+def test_crop_keeps_the_fingertips_of_a_faint_tightly_cropped_film():
+    # as most `rsna-val-fullres` films: cropped close around the hand by hand, and faint
+    # (about 20 grey levels between the 1st and 99th percentile)
+    film, (x0, y0, x1, y1) = synthetic_film(height=1100, width=850, seed=2, marker=False)
+    pad = 20
+    tight = film[y0 - pad:, x0 - pad:x1 + pad].astype(np.float32)
+    faint = np.round(90 + tight * (24 / 255)).astype(np.uint8)
+    box = localise_hand(faint)
+    assert box.found
+    # the fingertips (top) and the outer fingers (sides) stay in the box (a fixed flatness
+    # bound trimmed about twice the padding from each side)
+    assert box.y0 <= 2 * pad and box.x0 <= 2 * pad and box.x1 >= faint.shape[1] - 2 * pad
+
+
 def test_crop_falls_back_on_flat_image():
     meta: dict = {}
     out = CropHand()(np.full((300, 200), 80, np.uint8), meta)
