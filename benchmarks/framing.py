@@ -56,10 +56,13 @@ def reframings(img: np.ndarray) -> dict[str, np.ndarray]:
             "padded x1.5": padded, "rotated 10 deg": rotated}
 
 
-def band_bias(y: np.ndarray, p: np.ndarray) -> dict[str, dict[str, float]]:
+def band_bias(y: np.ndarray, p: np.ndarray, bands=BANDS, by: np.ndarray | None = None
+              ) -> dict[str, dict[str, float]]:
+    """n, bias and MAE per band of `by` (default: the true age), for bands (name, lo, hi)."""
+    by = y if by is None else by
     out = {}
-    for name, lo, hi in BANDS:
-        sel = (y >= lo) & (y < hi)
+    for name, lo, hi in bands:
+        sel = (by >= lo) & (by < hi)
         if sel.any():
             out[name] = {"n": int(sel.sum()), "bias": round(float(np.mean(p[sel] - y[sel])), 2),
                          "mae": round(float(np.mean(np.abs(p[sel] - y[sel]))), 2)}

@@ -120,11 +120,11 @@ def _prepare_films(pack_dir: Path, out: Path, configs: list[Path]) -> dict[Path,
     from boneage.training.run import pipeline_for
 
     films, _ = unpack_films(pack_dir, out / "films")
-    by_config, caches = {}, {}
+    by_config: dict[Path, Path] = {}
     for cfg in configs:
         pipeline = pipeline_for(load_config(cfg))
         cache = out / f"cache-{pipeline.fingerprint()}"
-        if cache not in caches.values():
+        if cache not in by_config.values():
             out.mkdir(parents=True, exist_ok=True)
             (out / f"{cache.name}.json").write_text(pipeline.to_json())
             t0 = time.time()
@@ -133,7 +133,6 @@ def _prepare_films(pack_dir: Path, out: Path, configs: list[Path]) -> dict[Path,
                             str(out / f"{cache.name}.json"), "--out", str(cache),
                             "--workers", str(os.cpu_count() or 1)], check=True, env=_env())
             print(f"prepared {cache.name} in {time.time() - t0:.0f} s", flush=True)
-            caches[cfg] = cache
         by_config[cfg] = cache
     return by_config
 
@@ -165,12 +164,12 @@ def _shrink(weights: Path, dtype: str = "int8") -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from boneage.models.checkpoint import _dequantise, card_path, stored_state
+    from boneage.models.checkpoint import card_path, stored_state
 
     with safe_open(str(weights), "pt") as f:
         meta = f.metadata()
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
-    save_file(stored_state(_dequantise(state), dtype), str(weights), metadata=meta)
+    save_file(stored_state(state, dtype), str(weights), metadata=meta)
     card = json.loads(card_path(weights).read_text())
     card["weights_dtype"] = dtype
     card_path(weights).write_text(json.dumps(card, indent=2) + "\n")

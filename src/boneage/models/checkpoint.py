@@ -37,11 +37,12 @@ def _quantise(v):
 
 
 def stored_state(state: dict[str, Any], dtype: str) -> dict[str, Any]:
-    """A state dict as stored in `dtype` (see save_checkpoint); integers are kept as they are."""
+    """A state dict as stored in `dtype` (see save_checkpoint); integers are kept as they are,
+    and a state already stored as int8 (its scales beside it) is read back first."""
     if dtype not in DTYPES:
         raise BoneAgeError(f"unknown weight dtype {dtype!r} (known: {', '.join(DTYPES)})")
     out = {}
-    for k, v in state.items():
+    for k, v in _dequantise(dict(state)).items():
         v = v.detach().contiguous().cpu()
         if not v.is_floating_point():
             out[k] = v
