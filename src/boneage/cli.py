@@ -342,7 +342,13 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from boneage.evaluation.evaluate import calibrate_model
 
     cal = calibrate_model(a.model, a.images, a.labels, a.subset, a.coverage, a.skip_invalid,
-                          a.workers or 0, correct=a.correct)
+                          a.workers or 0, correct=a.correct, choose_views=a.choose_views)
+    plan = cal.get("tta")
+    if plan and a.choose_views:
+        c = plan["chosen_on"]
+        print(f"estimate: the mean of views {plan['estimate']} of {len(plan['views'])} "
+              f"(calibration-film MAE {c['mae_chosen']:.2f} months; identity alone "
+              f"{c['mae_identity']:.2f}, the default views {c['mae_default_views']:.2f})")
     print(f"calibrated on {cal['n']} films: q={cal['q']:.3f}, coverage "
           f"{cal['calibration_coverage']:.1%} (nominal {cal['coverage']:.0%}), mean width "
           f"{cal['calibration_mean_width']:.1f} months; stored in the model card")
@@ -360,6 +366,10 @@ def _parser_calibrate(sub) -> None:
     p.add_argument("--correct", action=argparse.BooleanOptionalAction, default=True,
                    help="fit a straight line per sex that undoes the pull of estimates towards "
                    "the mean (default on)")
+    p.add_argument("--choose-views", action="store_true",
+                   help="choose which test-time-augmentation views the estimate averages, on "
+                   "these films (use films like those the model will see; default: keep the "
+                   "card's views, all averaged)")
     p.add_argument("--workers", type=_positive_int, help="preprocessing processes")
     p.set_defaults(func=cmd_calibrate)
 

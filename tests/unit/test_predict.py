@@ -19,6 +19,7 @@ from boneage.cli import main  # noqa: E402
 from boneage.data.synthetic import synthetic_film  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
 from boneage.inference.api import RESULT_COLUMNS  # noqa: E402
+from boneage.inference.uncertainty import DEFAULT_TTA  # noqa: E402
 from boneage.models.checkpoint import read_card  # noqa: E402
 from tests.helpers import make_calibration_set, make_test_model, write_dicom  # noqa: E402
 
@@ -153,9 +154,16 @@ def test_cli_predict_json_labels_heatmap_and_onnx(model_path, folder, tmp_path, 
 def test_calibrate_then_intervals(model_path, folder, tmp_path, capsys):
     make_calibration_set(folder)
     assert main(["calibrate", "--model", str(model_path), "--images", str(folder),
-                 "--labels", str(folder / "cal.csv")]) == 0
-    cal = read_card(model_path)["calibration"]
+                 "--labels", str(folder / "cal.csv"), "--choose-views"]) == 0
+    card = read_card(model_path)
+    cal, plan = card["calibration"], card["tta"]
     assert cal["coverage"] == 0.9 and cal["n"] == 12 and cal["q"] > 0
+    # the estimate's views were chosen on these films: the default views kept for the spread,
+    # an extra (zoomed) view only where the estimate uses it
+    assert plan["views"][:8] == [[float(x) for x in v] for v in DEFAULT_TTA]
+    assert 0 in plan["estimate"] and cal["tta_views"] == len(plan["views"])
+    assert set(range(8, len(plan["views"]))) <= set(plan["estimate"])
+    assert plan["chosen_on"]["mae_chosen"] <= plan["chosen_on"]["mae_identity"]
     r = load_model(str(model_path)).predict(folder / "c3.png", sex="M")
     assert r.interval_low_months < r.bone_age_months < r.interval_high_months
     assert not any("not calibrated" in w for w in r.warnings)
@@ -163,6 +171,22 @@ def test_calibrate_then_intervals(model_path, folder, tmp_path, capsys):
                  str(folder / "cal.csv"), "--tta", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["interval"]["coverage"] >= 0.9 and metrics["tta"] is True
+    # without --choose-views the card's plan stays; a hand-edited plan that makes no sense is
+    # one line
+    card = read_card(model_path)
+    card["tta"] = {"views": [[0, 1, 0, 0], [0, 1.5, 0, 0]], "estimate": [1]}
+    (model_path.with_suffix(".json")).write_text(json.dumps(card))
+    assert main(["calibrate", "--model", str(model_path), "--images", str(folder),
+                 "--labels", str(folder / "cal.csv")]) == 0
+    assert read_card(model_path)["tta"]["estimate"] == [1]
+    assert read_card(model_path)["calibration"]["tta_views"] == 2
+    card["tta"]["estimate"] = [2]
+    (model_path.with_suffix(".json")).write_text(json.dumps(card))
+    capsys.readouterr()
+    assert main(["predict", str(folder / "c3.png"), "--sex", "M", "--model",
+                 str(model_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unusable 'tta' plan" in err and err.count("\n") == 1
 
 
 def test_installed_models_by_name(tmp_path, monkeypatch, capsys):

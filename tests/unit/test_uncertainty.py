@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from boneage.errors import BoneAgeError
 from boneage.inference.uncertainty import (
     DEFAULT_TTA,
+    TTAPlan,
     calibrate,
+    choose_estimate_views,
     conformal_quantile,
     has_interval,
     interval,
@@ -107,3 +112,55 @@ def test_correction_undoes_a_pull_towards_the_mean():
     # too few films of one sex: that sex is left as it is
     few = fit_correction(y[:30], pred[:30], np.ones(30, bool))
     assert few["female"] == [0.0, 1.0]
+
+
+def test_chosen_views_skip_a_biased_view_and_stop_when_nothing_gains():
+    rng = np.random.default_rng(2)
+    y = rng.uniform(0, 228, 2000)
+    noise = lambda s: rng.normal(0, s, 2000)  # noqa: E731
+    preds = np.stack([y + noise(8), y + 15 + noise(8), y + noise(8), y + noise(8) + 25], axis=1)
+    assert choose_estimate_views(y, preds) == (0, 2)  # the biased views never help
+    assert choose_estimate_views(y, preds, max_views=1) == (0,)
+    # a copy of the identity gains nothing: the identity alone
+    assert choose_estimate_views(y, np.stack([preds[:, 0]] * 3, axis=1)) == (0,)
+
+
+def test_tta_plan_from_card_defaults_round_trips_and_refuses_nonsense():
+    assert TTAPlan.from_card({}) == TTAPlan() and TTAPlan().estimate_views == list(range(8))
+    plan = TTAPlan(DEFAULT_TTA + ((0, 1.12, 0, 0),), (0, 8))
+    assert TTAPlan.from_card({"tta": plan.to_dict()}) == plan
+    bad = [{"views": [[5, 1, 0, 0]], "estimate": [0]},  # identity not first
+           {"views": [[0, 1, 0, 0], [0, 9, 0, 0]], "estimate": [0]},  # absurd zoom
+           {"views": [[0, 1, 0, 0]], "estimate": [0, 3]},  # no such view
+           {"views": [[0, 1, 0, 0]], "estimate": []},
+           {"views": [[0, 1, 0]], "estimate": [0]},
+           {"views": "all"}]
+    for spec in bad:
+        with pytest.raises(BoneAgeError, match="unusable 'tta' plan") as e:
+            TTAPlan.from_card({"tta": spec})
+        assert "\n" not in str(e.value)
+
+
+def test_estimate_averages_the_plans_views_and_spreads_over_all():
+    from boneage.inference.predictor import Predictor
+
+    class Brightness(Predictor):  # the "network" answers the image's mean grey level
+        months_out = True
+
+        def _run(self, x, sex):
+            return x.reshape(len(x), -1).mean(axis=1) * 100, None
+
+    card = {"pipeline": {"steps": [{"name": "scale", "divisor": 255.0}]}, "input_size": 32,
+            "io": {"inputs": []}}
+    img = np.zeros((2, 32, 32), np.uint8)
+    img[:, 4:28, 4:28] = 200
+    p = Brightness(card, Path("m"))
+    p.card = card
+    every = p.estimate(img, np.array([True, False]))
+    assert np.allclose(every.mean, every.views.mean(axis=1)) and every.views.shape == (2, 8)
+    p.tta_plan = TTAPlan(DEFAULT_TTA, (0, 4))
+    two = p.estimate(img, np.array([True, False]))
+    assert np.allclose(two.mean, every.views[:, [0, 4]].mean(axis=1))
+    assert np.allclose(two.spread, every.spread) and np.allclose(two.single, every.views[:, 0])
+    one = p.estimate(img, np.array([True, False]), tta=False)
+    assert np.allclose(one.mean, every.views[:, 0]) and np.all(one.spread == 0)

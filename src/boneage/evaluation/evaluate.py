@@ -95,32 +95,72 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
     return metrics, errors
 
 
+def _chosen_plan(y: np.ndarray, est):
+    """(estimates under the chosen plan, the card's `tta` entry) from estimates over the default
+    views followed by the extra candidates: the plan keeps the default views (their spread
+    scales the interval) and the extra views the estimate uses."""
+    from boneage.inference.predictor import Estimates
+    from boneage.inference.uncertainty import (
+        DEFAULT_TTA,
+        EXTRA_CANDIDATES,
+        TTAPlan,
+        choose_estimate_views,
+    )
+
+    every = DEFAULT_TTA + EXTRA_CANDIDATES
+    chosen = choose_estimate_views(y, est.views)
+    keep = list(range(len(DEFAULT_TTA))) + [i for i in chosen if i >= len(DEFAULT_TTA)]
+    plan = TTAPlan(tuple(every[i] for i in keep), tuple(keep.index(i) for i in chosen))
+    views = est.views[:, keep]
+    mean = views[:, plan.estimate_views].mean(axis=1)
+
+    def mae(p: np.ndarray) -> float:
+        return round(float(np.mean(np.abs(p - y))), 3)
+
+    entry = plan.to_dict() | {"chosen_on": {
+        "n": int(len(y)), "mae_identity": mae(views[:, 0]),
+        "mae_default_views": mae(est.views[:, :len(DEFAULT_TTA)].mean(axis=1)),
+        "mae_chosen": mae(mean)}}
+    return Estimates(mean, views.std(axis=1), views[:, 0], est.features, views), entry
+
+
 def calibrate_model(model: str, images: str | None, labels: str, subset: str | None = None,
                     coverage: float = 0.9, skip_invalid: bool = False, workers: int = 0,
-                    progress: bool = True, correct: bool = True) -> dict[str, Any]:
-    """Fit the regression-to-the-mean correction (unless `correct` is False), the 90% intervals
-    (with and without TTA, split-conformal) and the feature reference of the "not a hand"
-    check on labelled films; store them in the model card."""
+                    progress: bool = True, correct: bool = True, choose_views: bool = False
+                    ) -> dict[str, Any]:
+    """Choose the views the TTA estimate averages (with `choose_views`; else the card's plan
+    stays), fit the regression-to-the-mean correction (unless `correct` is False), the 90%
+    intervals (with and without TTA, split-conformal) and the feature reference of the "not a
+    hand" check on labelled films; store them in the model card."""
     from boneage.fileio import atomic_write_json as write
     from boneage.inference.correction import apply_correction, fit_correction
-    from boneage.inference.uncertainty import calibrate
+    from boneage.inference.uncertainty import (
+        DEFAULT_TTA,
+        EXTRA_CANDIDATES,
+        TTAPlan,
+        calibrate,
+    )
     from boneage.models.checkpoint import card_path
 
     if not 0.5 <= coverage < 1:
         raise BoneAgeError("coverage must be in [0.5, 1)")
     predictor, _, table = load_labelled(model, images, labels, subset, skip_invalid)
     predictor.card.pop("output_correction", None)  # fitted on the network's own estimates
+    if choose_views:  # every candidate view is made once; the plan keeps what it needs
+        predictor.tta_plan = TTAPlan(DEFAULT_TTA + EXTRA_CANDIDATES)
     _, y, male, est, errors = predict_table(predictor, table, True, workers, progress)
     if len(y) < 10:
         raise BoneAgeError("calibration needs at least 10 labelled films")
     card = dict(predictor.card)
+    if choose_views:
+        est, card["tta"] = _chosen_plan(y, est)
     if correct:
         corr = fit_correction(y, est.mean, male)
         card["output_correction"] = corr
         slope = np.where(male, corr["male"][1], corr["female"][1])
         est.mean, est.single = (apply_correction(v, male, corr) for v in (est.mean, est.single))
         est.spread = est.spread * np.abs(slope)
-    cal = calibrate(y, est.mean, est.spread, est.single, coverage)
+    cal = calibrate(y, est.mean, est.spread, est.single, coverage, est.views.shape[1])
     cal.update(labels=str(labels), subset=subset, failed=len(errors))
     card["calibration"] = cal
     if est.features is not None:
@@ -128,4 +168,4 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
 
         card["embedding"] = embedding_reference(est.features)
     write(card_path(predictor.path), card)
-    return cal
+    return cal | ({"tta": card["tta"]} if "tta" in card else {})

@@ -22,6 +22,9 @@ class Predictor:
         self.card = card
         self.path = path
         self.pipeline = Pipeline.from_dict(card["pipeline"])
+        from boneage.inference.uncertainty import TTAPlan
+
+        self.tta_plan = TTAPlan.from_card(card)
 
     def _run(self, x: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(network output, pooled features or None) for a float32 batch."""
@@ -59,28 +62,34 @@ class Predictor:
 
     def estimate(self, images: np.ndarray, male: np.ndarray, tta: bool = True,
                  batch_size: int = 32) -> Estimates:
-        """Predictions over the test-time-augmented views of each image (or the image alone)."""
-        from boneage.inference.uncertainty import DEFAULT_TTA, tta_views
+        """Predictions over the test-time-augmented views of each image (the card's plan: the
+        estimate averages its chosen views, the spread is over all) or over the image alone."""
+        from boneage.inference.uncertainty import tta_views
 
-        n, v = len(images), (len(DEFAULT_TTA) if tta else 1)
+        plan = self.tta_plan
+        n, v = len(images), (len(plan.views) if tta else 1)
         if n == 0:
-            return Estimates(np.zeros(0), np.zeros(0), np.zeros(0), None)
-        views = np.concatenate([tta_views(im) for im in images]) if tta else images
+            return Estimates(np.zeros(0), np.zeros(0), np.zeros(0), None, np.zeros((0, v)))
+        views = (np.concatenate([tta_views(im, plan.views) for im in images]) if tta
+                 else images)
         preds, feats = self.infer(views, np.repeat(np.asarray(male, bool), v), batch_size)
         preds = preds.reshape(n, v).astype(float)
-        return Estimates(preds.mean(axis=1), preds.std(axis=1), preds[:, 0],
-                         None if feats is None else feats.reshape(n, v, -1)[:, 0])
+        mean = preds[:, plan.estimate_views].mean(axis=1) if tta else preds[:, 0]
+        return Estimates(mean, preds.std(axis=1), preds[:, 0],
+                         None if feats is None else feats.reshape(n, v, -1)[:, 0], preds)
 
 
 @dataclass
 class Estimates:
-    """Per film: the mean over views, their spread (0 for one view), the unaugmented view's
-    prediction and its pooled features (None when the model does not expose them)."""
+    """Per film: the estimate (the mean over the plan's estimate views), the spread over all
+    views (0 for one view), the unaugmented view's prediction, its pooled features (None when
+    the model does not expose them) and every view's prediction (N, V)."""
 
     mean: np.ndarray
     spread: np.ndarray
     single: np.ndarray
     features: np.ndarray | None
+    views: np.ndarray | None = None
 
 
 class TorchPredictor(Predictor):

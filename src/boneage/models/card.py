@@ -109,6 +109,19 @@ def render_markdown(card: dict[str, Any]) -> str:
                   f"estimate (n = {corr['n']:,}"
                   + (f"; weight {corr['weight']:g} of the way to the inverse line"
                      if "weight" in corr else "") + ").", ""]
+    tta = card.get("tta")
+    if tta:
+        views = ", ".join(f"{i}: {v[0]:g} deg x{v[1]:g} shift ({v[2]:g}, {v[3]:g})"
+                          for i, v in enumerate(tta["views"]))
+        chosen = tta.get("chosen_on") or {}
+        lines += ["## Test-time augmentation", "",
+                  f"Views {views}. The estimate is the mean of views {tta['estimate']}; the "
+                  "interval scales with the spread over all of them"
+                  + (f". Chosen on {chosen['n']:,} calibration films: MAE "
+                     f"{chosen['mae_chosen']:.2f} months, against {chosen['mae_identity']:.2f} "
+                     "for the identity view alone "
+                     f"and {chosen['mae_default_views']:.2f} for the mean of the 8 default views"
+                     if chosen else "") + ".", ""]
     if card.get("changelog"):
         lines += ["## Changelog", ""]
         for entry in card["changelog"]:
