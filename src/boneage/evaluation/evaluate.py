@@ -4,7 +4,7 @@ self-contained HTML report (with the run's training curves when there is a run f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from boneage.data.splits import load_split
 from boneage.errors import BoneAgeError
 from boneage.fileio import atomic_write_csv, atomic_write_json, ensure_writable_dir
 from boneage.preprocess.prepare import cpu_count, preprocess_many
+
+if TYPE_CHECKING:
+    from boneage.inference.predictor import Estimates
 
 
 def select_subset(table: LabelTable, run_dir: Path | None, subset: str | None) -> LabelTable:
@@ -95,7 +98,7 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
     return metrics, errors
 
 
-def _chosen_plan(y: np.ndarray, est):
+def _chosen_plan(y: np.ndarray, est: Estimates) -> tuple[Estimates, dict[str, Any]]:
     """(estimates under the chosen plan, the card's `tta` entry) from estimates over the default
     views followed by the extra candidates: the plan keeps the default views (their spread
     scales the interval) and the extra views the estimate uses."""
