@@ -8,7 +8,10 @@ Views: the 8 default ones (`DEFAULT_TTA`), then the zooms `calibrate --choose-vi
 so the figures compare views, not corrections. For each set: n, each view's MAE, the MAE of the
 identity alone, of the 8 default views, of the identity with each extra view, and of the views
 `choose_estimate_views` picks on the first set given (validation), with the paired difference
-of that choice from the 8 default views (mean and standard error per film).
+of that choice from the 8 default views (mean and standard error per film). Intervals: a 90%
+split-conformal interval calibrated on the first set, its coverage and mean width on every set,
+for the estimate of the 8 default views with their spread, and for the chosen views' estimate
+with the spread of the 8 default views or of the chosen views only.
 Writes benchmarks/results/tta_views_<model>.json.
 """
 
@@ -52,7 +55,9 @@ def main() -> None:
         DEFAULT_TTA,
         EXTRA_CANDIDATES,
         TTAPlan,
+        calibrate,
         choose_estimate_views,
+        interval,
     )
 
     predictor = load_model(a.model, explain=False).predictor
@@ -63,8 +68,10 @@ def main() -> None:
     combos = {"identity": [0], "8 default views": list(range(d)),
               **{f"identity + zoom x{views[i][1]:g}": [0, i] for i in range(d, len(views))}}
     result = {"model": a.model, "backend": type(predictor).__name__,
-              "views": [list(v) for v in views], "sets": {}}
+              "views": [list(v) for v in views], "interval_calibrated_on": a.sets[0],
+              "sets": {}}
     chosen = None
+    cals: dict[str, dict] = {}
     for name in a.sets:
         _, y, _, est, _ = predict_table(predictor, films(Path(a.data), Path(a.split), name,
                                                          a.n), True)
@@ -77,18 +84,33 @@ def main() -> None:
             chosen = list(choose_estimate_views(y, p))
             result["chosen_on"] = name
             result["chosen"] = chosen
-        diff = err(chosen) - err(list(range(d)))
+        default = list(range(d))
+        ways = {"8 default views, their spread": (default, default),
+                "chosen views, spread of the 8 default": (chosen, default),
+                "chosen views, their own spread": (chosen, chosen)}
+        iv = {}
+        for way, (est_idx, spread_idx) in ways.items():
+            mean, spread = p[:, est_idx].mean(axis=1), p[:, spread_idx].std(axis=1)
+            cals.setdefault(way, calibrate(y, mean, spread, coverage=0.9))
+            lo, hi = interval(mean, spread, cals[way])
+            iv[way] = {"coverage": round(float(np.mean((y >= lo) & (y <= hi))), 3),
+                       "mean_width": round(float(np.mean(hi - lo)), 2)}
+        diff = err(chosen) - err(default)
         result["sets"][name] = {
             "n": int(len(y)),
             "view_mae": [round(float(err([i]).mean()), 3) for i in range(len(views))],
             "mae": {k: round(float(err(v).mean()), 3) for k, v in combos.items()}
             | {"chosen": round(float(err(chosen).mean()), 3)},
             "chosen_minus_default": {"mean": round(float(diff.mean()), 3),
-                                     "se": round(float(diff.std() / np.sqrt(len(diff))), 3)}}
+                                     "se": round(float(diff.std() / np.sqrt(len(diff))), 3)},
+            "interval_90": iv}
         s = result["sets"][name]
         print(f"{name:8} n={s['n']:<5} " + "  ".join(f"{k} {v:.3f}" for k, v in s["mae"].items())
               + f"  (chosen {chosen}: {s['chosen_minus_default']['mean']:+.3f} +/- "
               f"{s['chosen_minus_default']['se']:.3f} vs the 8 default views)", flush=True)
+        for way, v in iv.items():
+            print(f"    90% interval, {way}: coverage {v['coverage']:.1%}, mean width "
+                  f"{v['mean_width']:.1f} months")
     out = ROOT / f"benchmarks/results/tta_views_{Path(a.model).name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {out}")
