@@ -3,8 +3,8 @@ the averages that matter, on the validation and held-out thumbnails and on rsna-
 
     python benchmarks/tta_views.py [--model default] [--sets val test fullres] [--n 0]
 
-Views: the 8 default ones (`DEFAULT_TTA`), then the zooms `calibrate --choose-views` may add
-(`EXTRA_CANDIDATES`). Estimates are the network's own (the card's output correction left out),
+Views: `CANDIDATE_VIEWS`, the 8 default ones then the zooms `calibrate --choose-views` may
+add. Estimates are the network's own (the card's output correction left out),
 so the figures compare views, not corrections. For each set: n, each view's MAE, the MAE of the
 identity alone, of the 8 default views, of the identity with each extra view, and of the views
 `choose_estimate_views` picks on the first set given (validation), with the paired difference
@@ -52,8 +52,8 @@ def main() -> None:
     from boneage import load_model
     from boneage.evaluation.evaluate import predict_table
     from boneage.inference.uncertainty import (
+        CANDIDATE_VIEWS,
         DEFAULT_TTA,
-        EXTRA_CANDIDATES,
         TTAPlan,
         calibrate,
         choose_estimate_views,
@@ -62,7 +62,7 @@ def main() -> None:
 
     predictor = load_model(a.model, explain=False).predictor
     predictor.card.pop("output_correction", None)
-    views = DEFAULT_TTA + EXTRA_CANDIDATES
+    views = CANDIDATE_VIEWS
     predictor.tta_plan = TTAPlan(views)
     d = len(DEFAULT_TTA)
     combos = {"identity": [0], "8 default views": list(range(d)),

@@ -155,7 +155,6 @@ def test_estimate_averages_the_plans_views_and_spreads_over_all():
     img = np.zeros((2, 32, 32), np.uint8)
     img[:, 4:28, 4:28] = 200
     p = Brightness(card, Path("m"))
-    p.card = card
     every = p.estimate(img, np.array([True, False]))
     assert np.allclose(every.mean, every.views.mean(axis=1)) and every.views.shape == (2, 8)
     p.tta_plan = TTAPlan(DEFAULT_TTA, (0, 4))

@@ -99,21 +99,12 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
 
 
 def _chosen_plan(y: np.ndarray, est: Estimates) -> tuple[Estimates, dict[str, Any]]:
-    """(estimates under the chosen plan, the card's `tta` entry) from estimates over the default
-    views followed by the extra candidates: the plan keeps the default views (their spread
-    scales the interval) and the extra views the estimate uses."""
+    """(estimates under the plan chosen on these films, the card's `tta` entry) from estimates
+    over the candidate views."""
     from boneage.inference.predictor import Estimates
-    from boneage.inference.uncertainty import (
-        DEFAULT_TTA,
-        EXTRA_CANDIDATES,
-        TTAPlan,
-        choose_estimate_views,
-    )
+    from boneage.inference.uncertainty import DEFAULT_TTA, choose_plan
 
-    every = DEFAULT_TTA + EXTRA_CANDIDATES
-    chosen = choose_estimate_views(y, est.views)
-    keep = list(range(len(DEFAULT_TTA))) + [i for i in chosen if i >= len(DEFAULT_TTA)]
-    plan = TTAPlan(tuple(every[i] for i in keep), tuple(keep.index(i) for i in chosen))
+    plan, keep = choose_plan(y, est.views)
     views = est.views[:, keep]
     mean = views[:, plan.estimate_views].mean(axis=1)
 
@@ -137,12 +128,7 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
     hand" check on labelled films; store them in the model card."""
     from boneage.fileio import atomic_write_json as write
     from boneage.inference.correction import apply_correction, fit_correction
-    from boneage.inference.uncertainty import (
-        DEFAULT_TTA,
-        EXTRA_CANDIDATES,
-        TTAPlan,
-        calibrate,
-    )
+    from boneage.inference.uncertainty import CANDIDATE_VIEWS, TTAPlan, calibrate
     from boneage.models.checkpoint import card_path
 
     if not 0.5 <= coverage < 1:
@@ -150,7 +136,7 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
     predictor, _, table = load_labelled(model, images, labels, subset, skip_invalid)
     predictor.card.pop("output_correction", None)  # fitted on the network's own estimates
     if choose_views:  # every candidate view is made once; the plan keeps what it needs
-        predictor.tta_plan = TTAPlan(DEFAULT_TTA + EXTRA_CANDIDATES)
+        predictor.tta_plan = TTAPlan(CANDIDATE_VIEWS)
     _, y, male, est, errors = predict_table(predictor, table, True, workers, progress)
     if len(y) < 10:
         raise BoneAgeError("calibration needs at least 10 labelled films")

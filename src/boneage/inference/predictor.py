@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from boneage.inference.uncertainty import TTAPlan
 from boneage.preprocess.steps import Pipeline
 
 
@@ -22,8 +23,6 @@ class Predictor:
         self.card = card
         self.path = path
         self.pipeline = Pipeline.from_dict(card["pipeline"])
-        from boneage.inference.uncertainty import TTAPlan
-
         self.tta_plan = TTAPlan.from_card(card)
 
     def _run(self, x: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

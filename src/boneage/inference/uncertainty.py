@@ -32,6 +32,7 @@ DEFAULT_TTA: tuple[tuple[float, float, float, float], ...] = (
 # offered besides the default views when calibration chooses the estimate's views
 EXTRA_CANDIDATES: tuple[tuple[float, float, float, float], ...] = (
     (0, 1.12, 0, 0), (0, 1.18, 0, 0), (0, 1.24, 0, 0))
+CANDIDATE_VIEWS = DEFAULT_TTA + EXTRA_CANDIDATES  # what calibration makes to choose among
 MAX_ESTIMATE_VIEWS = 3
 MIN_GAIN = 0.01  # months of calibration-film MAE a further view must gain to be added
 
@@ -100,6 +101,16 @@ def choose_estimate_views(y: np.ndarray, preds: np.ndarray, max_views: int = MAX
             break
         chosen.append(best)
     return tuple(chosen)
+
+
+def choose_plan(y: np.ndarray, preds: np.ndarray) -> tuple[TTAPlan, list[int]]:
+    """The plan chosen on calibration films from their predictions over CANDIDATE_VIEWS (the
+    columns of `preds`), and which of those columns it keeps: the default views (their spread
+    scales the interval) and the extra views its estimate uses."""
+    chosen = choose_estimate_views(y, preds)
+    keep = list(range(len(DEFAULT_TTA))) + [i for i in chosen if i >= len(DEFAULT_TTA)]
+    return (TTAPlan(tuple(CANDIDATE_VIEWS[i] for i in keep), tuple(keep.index(i) for i in chosen)),
+            keep)
 
 
 def tta_views(image: np.ndarray, views=DEFAULT_TTA) -> np.ndarray:

@@ -111,8 +111,8 @@ def render_markdown(card: dict[str, Any]) -> str:
                      if "weight" in corr else "") + ").", ""]
     tta = card.get("tta")
     if tta:
-        views = ", ".join(f"{i}: {v[0]:g} deg x{v[1]:g} shift ({v[2]:g}, {v[3]:g})"
-                          for i, v in enumerate(tta["views"]))
+        views = "; ".join(f"{i}: rotation {v[0]:g} deg, zoom x{v[1]:g}, shift ({v[2]:g}, "
+                          f"{v[3]:g})" for i, v in enumerate(tta["views"]))
         chosen = tta.get("chosen_on") or {}
         lines += ["## Test-time augmentation", "",
                   f"Views {views}. The estimate is the mean of views {tta['estimate']}; the "
