@@ -175,8 +175,8 @@ def _parser_models(sub) -> None:
 
 # ------------------------------------------------------------------------------------ train
 _TRAIN_OVERRIDES = ("arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",
-                    "warmup_fraction", "huber_delta", "ema", "early_stopping_patience",
-                    "max_minutes", "val_fraction",
+                    "warmup_fraction", "huber_delta", "age_balance", "ema",
+                    "early_stopping_patience", "max_minutes", "val_fraction",
                     "test_fraction", "seed", "precision", "accelerator", "devices", "num_nodes",
                     "workers", "pipeline", "init", "limit", "logger")
 
@@ -274,6 +274,9 @@ def _parser_train(sub) -> None:
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     p.add_argument("--warmup-fraction", type=float, help="share of steps warming up (0-1)")
     p.add_argument("--huber-delta", type=float, help="Huber loss delta, months")
+    p.add_argument("--age-balance", type=float, metavar="POWER",
+                   help="weight each film's loss by its year of age's share of the training "
+                   "films to the minus POWER (0: off; 0.5: inverse square root)")
     p.add_argument("--ema", type=float, help="decay of a moving average of the weights, "
                    "validated and saved (such as 0.998; 0: off)")
     p.add_argument("--early-stopping-patience", type=_positive_int,

@@ -152,6 +152,9 @@ def test_training_errors(small_set, tmp_path, capsys):
     assert main(["train", "--images", str(images), "--labels", str(labels), "--ema", "1.5",
                  "--out", str(tmp_path / "r")]) == 2
     assert "ema must be" in capsys.readouterr().err
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--age-balance",
+                 "2", "--out", str(tmp_path / "r")]) == 2
+    assert "age_balance must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no run to resume" in capsys.readouterr().err
@@ -246,10 +249,12 @@ def test_a_finished_run_extended_to_more_epochs(small_set, tmp_path, capsys):
 
 def test_limit_trains_on_a_stratified_subset(small_set, tmp_path, capsys):
     images, labels = small_set
-    summary = train(tmp_path / "q", _cfg(epochs=1, limit=40), images=str(images),
-                    labels=str(labels), progress=False)
+    summary = train(tmp_path / "q", _cfg(epochs=1, limit=40, age_balance=0.5),
+                    images=str(images), labels=str(labels), progress=False)
     split = read_csv_dicts(tmp_path / "q" / "split.csv")
     assert len(split) == 40 and summary["epochs"] == 1
+    # a weighted loss trains, and the run's resolved config says it was on
+    assert "age_balance: 0.5" in (tmp_path / "q" / "config.yaml").read_text()
     out = capsys.readouterr().out
     assert "--limit: 40 films" in out and "Tip:" not in out
 

@@ -45,3 +45,24 @@ def test_refuses_folders_of_different_films_and_missing_predictions(tmp_path):
         main([a, b])
     with pytest.raises(SystemExit, match="no predictions.csv"):
         main([a, str(tmp_path)])
+
+
+def test_held_out_mae_is_shown_beside_the_validation_ranking(tmp_path, capsys):
+    y = [60.0, 90.0, 120.0, 150.0]
+    (tmp_path / "val").mkdir()
+    (tmp_path / "test").mkdir()
+    a = _eval_dir(tmp_path / "val", "a", y, [v + 1 for v in y])  # MAE 1
+    b = _eval_dir(tmp_path / "val", "b", y, [v - 3 for v in y])  # MAE 3
+    # on the held-out films a is the worse run: the ranking stays the validation one
+    ha = _eval_dir(tmp_path / "test", "a", y, [v + 4 for v in y])
+    hb = _eval_dir(tmp_path / "test", "b", y, [v + 2 for v in y])
+    assert main([a, b, "--max-members", "2", "--held-out", ha, hb]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "1  MAE 1.000  held out 4.000  cost 1  a"
+    assert lines[1] == "1  MAE 3.000  held out 2.000  cost 1  b"
+    assert lines[2] == "2  MAE 1.000  held out 3.000  cost 2  a + b"
+    with pytest.raises(SystemExit, match="one folder per run"):
+        main([a, b, "--held-out", ha])
+    hc = _eval_dir(tmp_path / "test", "c", [1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(SystemExit, match="held-out folders hold different films"):
+        main([a, b, "--held-out", ha, hc])

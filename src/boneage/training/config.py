@@ -46,6 +46,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.2
     huber_delta: float = 15.0
+    age_balance: float = 0.0  # training films' loss weighted by (share of their year of age)
+    # to the minus this power (0: off; 0.5: the inverse square root), against the pull of the
+    # estimate towards the common ages (training/balance.py)
     ema: float = 0.0  # decay of an exponential moving average of the weights per step (0: off);
     # when on, validation, early stopping and the saved weights all use the average
     early_stopping_patience: int = 10
@@ -131,6 +134,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.lr > 0, "lr must be positive"),
         (0 <= cfg.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
         (cfg.huber_delta > 0, "huber_delta must be positive"),
+        (0 <= cfg.age_balance <= 1, "age_balance must be in [0, 1] (0: off; 0.5: the inverse "
+                                    "square root of each year of age's share)"),
         (0 <= cfg.ema < 1, "ema must be 0 (off) or a decay in (0, 1), such as 0.998"),
         (cfg.max_minutes >= 0, "max_minutes must be 0 (no limit) or positive"),
         (cfg.pipeline in PRESETS, f"pipeline must be one of {', '.join(PRESETS)}"),

@@ -15,6 +15,7 @@ import torchmetrics
 
 from boneage.models.registry import build_model
 from boneage.training.augment import augment_batch
+from boneage.training.balance import BIN_MONTHS
 from boneage.training.config import AugmentConfig
 from boneage.training.schedule import warmup_cosine
 
@@ -22,7 +23,8 @@ from boneage.training.schedule import warmup_cosine
 class BoneAgeModule(L.LightningModule):
     def __init__(self, arch: str, model_kwargs: dict[str, Any], lr: float, weight_decay: float,
                  warmup_fraction: float, huber_delta: float, target_mean: float,
-                 target_std: float, augment: dict[str, Any], ema: float = 0.0) -> None:
+                 target_std: float, augment: dict[str, Any], ema: float = 0.0,
+                 age_weights: list[float] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(arch, **model_kwargs).set_output_scale(target_mean, target_std)
@@ -37,6 +39,10 @@ class BoneAgeModule(L.LightningModule):
                                            use_buffers=True)
             self.ema_model.requires_grad_(False)
         self.augment = AugmentConfig(**augment)
+        # loss weight per year of age (training/balance.py); None: every film alike
+        self.register_buffer("age_weights", None if age_weights is None
+                             else torch.tensor(age_weights, dtype=torch.float32),
+                             persistent=False)
         self.train_rmse = torchmetrics.MeanSquaredError(squared=False)
         self.train_r2 = torchmetrics.R2Score()
         self.val_mae = torchmetrics.MeanAbsoluteError()
@@ -62,13 +68,21 @@ class BoneAgeModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, sex, y = batch
         pred = self(x, sex)
-        loss = F.huber_loss(pred, y, delta=self.hparams.huber_delta)
+        loss = self.loss(pred, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log("train_mae", (pred - y).abs().mean(), on_step=True, on_epoch=True,
                  prog_bar=True, sync_dist=True)
         self.train_rmse.update(pred.detach(), y)
         self.train_r2.update(pred.detach(), y)
         return loss
+
+    def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Huber loss in months, each film weighted by its year of age when `age_balance` is on."""
+        loss = F.huber_loss(pred, y, delta=self.hparams.huber_delta, reduction="none")
+        if self.age_weights is not None:
+            year = (y / BIN_MONTHS).floor().long().clamp(0, len(self.age_weights) - 1)
+            loss = loss * self.age_weights[year]
+        return loss.mean()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema_model is not None:

@@ -271,9 +271,14 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
     init = _init_weights(cfg) if cfg.init else None
     if init is not None and "target_norm" in init[1]:  # the network's output scale comes along
         mean, std = init[1]["target_norm"]["mean"], init[1]["target_norm"]["std"]
+    weights = None
+    if cfg.age_balance > 0:
+        from boneage.training.balance import age_weights
+
+        weights = age_weights(tr.months, cfg.age_balance).tolist()
     module = BoneAgeModule(cfg.arch, cfg.model, cfg.lr, cfg.weight_decay, cfg.warmup_fraction,
                            cfg.huber_delta, mean, max(std, 1e-6), asdict(cfg.augment),
-                           ema=cfg.ema)
+                           ema=cfg.ema, age_weights=weights)
     if init is not None:
         module.model.load_state_dict(init[0].state_dict())
     module = module.to(memory_format=torch.channels_last)
