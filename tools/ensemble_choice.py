@@ -41,6 +41,9 @@ def read_predictions(folder: Path) -> dict[str, tuple[float, float]]:
 def read_runs(folders: list[str], what: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(true months, run name -> predicted months) over the films all the folders share."""
     tables = {Path(e).name: read_predictions(Path(e)) for e in folders}
+    if len(tables) < len(folders):
+        raise SystemExit(f"error: two of the {what} folders share a name: the name is the run's "
+                         "name here, so give each its own")
     ids = sorted(next(iter(tables.values())))
     if any(sorted(t) != ids for t in tables.values()):
         raise SystemExit(f"error: the {what} folders hold different films: evaluate every run "

@@ -66,3 +66,5 @@ def test_held_out_mae_is_shown_beside_the_validation_ranking(tmp_path, capsys):
     hc = _eval_dir(tmp_path / "test", "c", [1.0, 2.0], [1.0, 2.0])
     with pytest.raises(SystemExit, match="held-out folders hold different films"):
         main([a, b, "--held-out", ha, hc])
+    with pytest.raises(SystemExit, match="share a name"):
+        main([a, b, "--held-out", ha, ha])
