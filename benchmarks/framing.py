@@ -58,14 +58,17 @@ def reframings(img: np.ndarray) -> dict[str, np.ndarray]:
 
 def band_bias(y: np.ndarray, p: np.ndarray, bands=BANDS, by: np.ndarray | None = None
               ) -> dict[str, dict[str, float]]:
-    """n, bias and MAE per band of `by` (default: the true age), for bands (name, lo, hi)."""
+    """n, bias (with its standard error: a band of a few films says little) and MAE per band of
+    `by` (default: the true age), for bands (name, lo, hi)."""
     by = y if by is None else by
     out = {}
     for name, lo, hi in bands:
         sel = (by >= lo) & (by < hi)
         if sel.any():
-            out[name] = {"n": int(sel.sum()), "bias": round(float(np.mean(p[sel] - y[sel])), 2),
-                         "mae": round(float(np.mean(np.abs(p[sel] - y[sel]))), 2)}
+            err = p[sel] - y[sel]
+            se = round(float(np.std(err, ddof=1) / np.sqrt(err.size)), 2) if err.size > 1 else None
+            out[name] = {"n": int(sel.sum()), "bias": round(float(np.mean(err)), 2),
+                         "bias_se": se, "mae": round(float(np.mean(np.abs(err))), 2)}
     return out
 
 
@@ -157,7 +160,8 @@ def main() -> None:
         m = result[name]
         rf = m["reframed"]
         print(f"{name:8} n={m['n']:<5} MAE {m['mae']:.2f}  coverage {m.get('coverage', 0):.1%}  "
-              "bias " + ", ".join(f"{b} {v['bias']:+.1f}" for b, v in m["by_age_band"].items())
+              "bias " + ", ".join(f"{b} {v['bias']:+.1f} (se {v['bias_se'] or 0:.1f})"
+                                  for b, v in m["by_age_band"].items())
               + f"  not-a-hand {m['not_a_hand']}")
         for v in ("as is", "cropped to the hand", "padded x1.5", "rotated 10 deg"):
             print(f"    {v:22} MAE {rf[v]['mae']:.2f}  mean |change| {rf[v]['mean_abs_change']:.2f}"
