@@ -160,7 +160,8 @@ def main() -> None:
         m = result[name]
         rf = m["reframed"]
         print(f"{name:8} n={m['n']:<5} MAE {m['mae']:.2f}  coverage {m.get('coverage', 0):.1%}  "
-              "bias " + ", ".join(f"{b} {v['bias']:+.1f} (se {v['bias_se'] or 0:.1f})"
+              "bias " + ", ".join(f"{b} {v['bias']:+.1f}" + ("" if v["bias_se"] is None
+                                                               else f" (se {v['bias_se']:.1f})")
                                   for b, v in m["by_age_band"].items())
               + f"  not-a-hand {m['not_a_hand']}")
         for v in ("as is", "cropped to the hand", "padded x1.5", "rotated 10 deg"):
