@@ -16,6 +16,10 @@ validation MAE (never on the held-out films).
     python tools/default_candidates.py unpack --parts DIR --dest runs/candidates \\
         --cache runs/default/cache --split runs/default/split.csv
 
+summary.json gives each run's best validation metrics and its epochs against its config's, and
+flags (`cut`) a schedule the time budget stopped before its end: resume such a run on the
+machine it ran on (its optimizer state does not travel) or shorten its `epochs:`.
+
 Only the training and validation films travel (the held-out films stay here). Weights come back
 as int8 (a quarter of the bytes; the shipped ensemble stores its members that way) in one tar
 split in 15 MiB parts, the most a lent machine returns per file.
@@ -195,17 +199,18 @@ def train(a: argparse.Namespace) -> None:
                            log)
         print("started", cfg.stem, flush=True)
     summary = {}
-    for name, (p, log) in procs.items():
+    for cfg in configs:
+        name = cfg.stem
+        p, log = procs[name]
         rc = p.wait()
         log.close()
-        run = out / name
-        best = json.loads((run / "best.json").read_text()) if (run / "best.json").is_file() \
-            else None
-        summary[name] = {"rc": rc, "val": best["metrics"] if best else None,
-                         "epochs_run": _epochs_run(run),
-                         "seconds": best["training"]["seconds"] if best else None,
-                         "device": best["training"]["device"] if best else None}
+        summary[name] = run_summary(out / name, rc, cfg)
         print(name, json.dumps(summary[name]), flush=True)
+        if summary[name]["cut"]:
+            print(f"{name}: note: the time budget cut its schedule at epoch "
+                  f"{summary[name]['epochs_run']} of {summary[name]['epochs_planned']} (its "
+                  "learning rate had not decayed); its optimizer state stays on this machine, "
+                  "so resume it here (boneage train --resume) or shorten its epochs", flush=True)
         print("".join((out / f"{name}.log").read_text().splitlines(True)[-4:]), flush=True)
     summary["wall_seconds"] = round(time.time() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -237,6 +242,27 @@ def train(a: argparse.Namespace) -> None:
         for i in range(0, len(data), PART):
             (dest / f"runs.tar.{i // PART:02d}").write_bytes(data[i:i + PART])
         print(f"packed {len(data) / 1e6:.1f} MB into {dest}", flush=True)
+
+
+def run_summary(run: Path, rc: int, cfg: Path) -> dict:
+    """What one candidate's run came to: exit code, best validation metrics, epochs run against
+    the config's, and whether the time budget cut its schedule (stopped before the last epoch
+    with the learning rate still up: neither finished nor early-stopped). A cut run is a
+    weaker network than its recipe and cannot be resumed once only its int8 weights travel."""
+    from boneage.training.config import load_config
+
+    best = json.loads((run / "best.json").read_text()) if (run / "best.json").is_file() else None
+    config = load_config(cfg)
+    planned, patience = config.epochs, config.early_stopping_patience
+    done = _epochs_run(run)
+    best_epoch = (best or {}).get("metrics", {}).get("epoch")
+    since_best = done - 1 - best_epoch if done is not None and best_epoch is not None else None
+    cut = bool(done is not None and done < planned
+               and (since_best is None or since_best < patience))
+    return {"rc": rc, "val": best["metrics"] if best else None, "epochs_run": done,
+            "epochs_planned": planned, "cut": cut,
+            "seconds": best["training"]["seconds"] if best else None,
+            "device": best["training"]["device"] if best else None}
 
 
 def _epochs_run(run: Path) -> int | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 from argparse import Namespace
 
 import pytest
-from tools.default_candidates import _prepare_films, pack
+from tools.default_candidates import _prepare_films, pack, run_summary
 
 from boneage.preprocess.steps import Pipeline
 
@@ -37,3 +38,27 @@ def test_one_pack_of_films_is_prepared_once_per_distinct_pipeline(small_set, tmp
     for cache in (a, b):
         with open(cache / "manifest.csv", newline="") as f:
             assert len(list(csv.DictReader(f))) == 30
+
+
+def _fake_run(tmp_path, name: str, epochs_run: int, best_epoch: int):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,val_mae\n" + "".join(
+        f"{e},{10 - e / 100}\n" for e in range(epochs_run)))
+    (run / "best.json").write_text(json.dumps({
+        "metrics": {"val": {"mae": 9.0}, "epoch": best_epoch},
+        "training": {"seconds": 1.0, "device": "cpu"}}))
+    return run
+
+
+def test_the_summary_tells_a_time_cut_schedule_from_a_finished_or_early_stopped_one(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("arch: resnet18\nepochs: 100\nearly_stopping_patience: 20\n")
+    cut = run_summary(_fake_run(tmp_path, "cut", 66, 62), 0, cfg)
+    assert (cut["cut"], cut["epochs_run"], cut["epochs_planned"]) == (True, 66, 100)
+    assert cut["val"]["val"]["mae"] == 9.0
+    assert run_summary(_fake_run(tmp_path, "done", 100, 95), 0, cfg)["cut"] is False
+    # stopped 20 epochs after its best: early stopping, not the clock
+    assert run_summary(_fake_run(tmp_path, "early", 97, 76), 0, cfg)["cut"] is False
+    failed = run_summary(tmp_path / "never-started", 1, cfg)
+    assert (failed["rc"], failed["val"], failed["cut"]) == (1, None, False)
