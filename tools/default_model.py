@@ -66,6 +66,9 @@ def main() -> None:
     ap.add_argument("--version", help="the model version written into the card")
     ap.add_argument("--dtype", choices=("float16", "int8"), default="float16",
                     help="shipped weight storage (int8: a quarter of float32; an ensemble's)")
+    ap.add_argument("--choose-views", action="store_true",
+                    help="let calibration choose the views the estimate averages "
+                         "(`boneage calibrate --choose-views`; else the 8 default views)")
     ap.add_argument("--change", action="append", default=[],
                     help="a changelog line for this version (repeatable)")
     a = ap.parse_args()
@@ -125,7 +128,7 @@ def main() -> None:
     save_checkpoint(model, card, shipped / "best.safetensors", dtype=a.dtype)
     run = shipped
     sh(*exe, "calibrate", "--model", str(run), "--labels", str(labels), *films,
-       "--subset", "val")
+       "--subset", "val", *(["--choose-views"] if a.choose_views else []))
     if not (card.get("metrics") or {}).get("val"):
         record_validation(run, [*exe, "evaluate", "--model", str(run), "--labels", str(labels),
                                 *films, "--subset", "val"], out / "val-single")
