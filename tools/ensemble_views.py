@@ -124,6 +124,20 @@ def estimates(runs: dict[str, str], data: Path, split: Path, cache: Path) -> dic
     return out
 
 
+def _pairs(specs: list[str], cast) -> dict:
+    """NAME=VALUE arguments as a dict, or a one-line error."""
+    out = {}
+    for spec in specs:
+        name, _, value = spec.partition("=")
+        try:
+            out[name] = cast(value)
+        except ValueError:
+            value = ""
+        if not name or not value:
+            raise SystemExit(f"error: {spec}: expected NAME=VALUE")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="append", required=True, metavar="NAME=PATH",
@@ -136,15 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default=str(ROOT / "benchmarks/results/default_split.csv"))
     ap.add_argument("--cache", default=str(ROOT / "runs/ensemble_views"))
     a = ap.parse_args(argv)
-    runs, cost = {}, {}
-    for spec, into, cast in [(r, runs, str) for r in a.run] + [(c, cost, float) for c in a.cost]:
-        name, _, value = spec.partition("=")
-        try:
-            into[name] = cast(value) if name and value else None
-        except ValueError:
-            into[name] = None
-        if into[name] is None:
-            raise SystemExit(f"error: {spec}: expected NAME=VALUE")
+    runs, cost = _pairs(a.run, str), _pairs(a.cost, float)
     ref = None
     if a.reference:
         members, _, vs = a.reference.partition(":")
