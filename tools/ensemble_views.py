@@ -59,6 +59,12 @@ def score(views: dict[str, dict[str, np.ndarray]], y: dict[str, np.ndarray],
     return row
 
 
+def cost_of(members: tuple[str, ...], idx: list[int], cost: dict[str, float]) -> float:
+    """Members' time per view x the views made: the estimate's, and at least the 8 default
+    ones the interval's spread is taken over."""
+    return sum(cost.get(m, 1.0) for m in members) * max(len(idx), 8)
+
+
 def rank(views: dict[str, dict[str, np.ndarray]], y: dict[str, np.ndarray],
          male: dict[str, np.ndarray], cost: dict[str, float], max_members: int,
          view_sets: dict[str, list[int]] = VIEW_SETS) -> list[dict]:
@@ -69,59 +75,45 @@ def rank(views: dict[str, dict[str, np.ndarray]], y: dict[str, np.ndarray],
             for name, idx in view_sets.items():
                 r = score(views, y, male, members, idx)
                 r["view_set"] = name
-                r["cost"] = sum(cost.get(m, 1.0) for m in members) * max(len(idx), 8)
+                r["cost"] = cost_of(members, idx, cost)
                 rows.append(r)
     return sorted(rows, key=lambda r: r["val"]["mae"])
 
 
-def _films(data: Path, split: Path, name: str):
-    from boneage.data.labels import read_labels
-    from boneage.data.splits import load_split
-
-    if name == "fullres":
-        return read_labels(data / "rsna-val-fullres/labels.csv", data / "rsna-val-fullres")
-    thumbs = data / "rsna-bone-age-100px"
-    table = read_labels(thumbs / "boneage-training-dataset.csv",
-                        thumbs / "boneage-training-dataset")
-    return table.subset(i for i, s in load_split(split).items() if s == name)
-
-
 def estimates(runs: dict[str, str], data: Path, split: Path, cache: Path) -> dict:
     """set -> name -> (films, views) estimates before correction, plus y and male per set."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tta_views import films  # the film sets of benchmarks/tta_views.py
+
     from boneage import load_model
+    from boneage.evaluation.evaluate import predict_table
     from boneage.inference.uncertainty import CANDIDATE_VIEWS, TTAPlan
-    from boneage.preprocess.prepare import preprocess_many
 
     cache.mkdir(parents=True, exist_ok=True)
-    out: dict = {"views": {}, "y": {}, "male": {}}
+    out: dict = {"views": {s: {} for s in SETS}, "y": {}, "male": {}}
+    pipeline = None
     for s in SETS:
-        out["views"][s] = {}
-        todo = [n for n in runs if not (cache / f"{s}-{n}.npz").is_file()]
-        if todo:
-            first = load_model(runs[todo[0]], explain=False).predictor
-            table = _films(data, split, s)
-            prep = preprocess_many([r.path for r in table], first.pipeline.cached_part, 2,
-                                   True)
-            ok = [i for i, (img, _, _) in enumerate(prep) if img is not None]
-            imgs = np.stack([prep[i][0] for i in ok])
-            recs = [table.records[i] for i in ok]
-            male = np.array([bool(r.male) for r in recs])
-            y = np.array([r.months for r in recs], float)
-            for n in todo:
-                p = load_model(runs[n], explain=False).predictor
-                if p.pipeline.to_dict() != first.pipeline.to_dict():
-                    raise SystemExit(f"error: {n}: another preprocessing than {todo[0]}; "
+        for n, path in runs.items():
+            f = cache / f"{s}-{n}.npz"
+            if not f.is_file():
+                p = load_model(path, explain=False).predictor
+                pipeline = pipeline or p.pipeline.to_dict()
+                if p.pipeline.to_dict() != pipeline:
+                    raise SystemExit(f"error: {n}: another preprocessing than the other runs; "
                                      "an ensemble's members read one prepared film")
                 p.card.pop("output_correction", None)
                 p.tta_plan = TTAPlan(CANDIDATE_VIEWS)
-                np.savez(cache / f"{s}-{n}.npz", views=p.estimate(imgs, male, True).views,
-                         y=y, male=male)
+                _, y, male, est, _ = predict_table(p, films(data, split, s, 0), True)
+                np.savez(f, views=est.views, y=y, male=male)
                 print(f"{s}: {n} done", flush=True)
-        for n in runs:
-            d = np.load(cache / f"{s}-{n}.npz")
+            d = np.load(f)
             out["views"][s][n] = d["views"]
             out["y"][s], out["male"][s] = d["y"], d["male"]
     return out
+
+
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.1f}"
 
 
 def _pairs(specs: list[str], cast) -> dict:
@@ -163,12 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     shown = rows[: a.top]
     if ref:
         r = score(est["views"], est["y"], est["male"], ref[0], VIEW_SETS[ref[1]])
-        r.update(view_set=ref[1], cost=sum(cost.get(m, 1.0) for m in ref[0])
-                 * max(len(VIEW_SETS[ref[1]]), 8), reference=True)
+        r.update(view_set=ref[1], cost=cost_of(ref[0], VIEW_SETS[ref[1]], cost), reference=True)
         shown = [r, *shown]
     for r in shown:
-        cells = "  ".join(f"{s} {r[s]['mae']:.3f} ({r[s]['bias_under_6']:+.1f} / "
-                          f"{r[s]['bias_from_14']:+.1f})" for s in SETS)
+        cells = "  ".join(f"{s} {r[s]['mae']:.3f} ({_signed(r[s]['bias_under_6'])} / "
+                          f"{_signed(r[s]['bias_from_14'])})" for s in SETS)
         print(f"{r['members']:24} {r['view_set']:22} cost {r['cost']:5.1f}  {cells}"
               + ("  <- reference" if r.get("reference") else ""))
     out = ROOT / "benchmarks/results/ensemble_views.json"

@@ -128,7 +128,8 @@ class Stretch(Step):
     percentile of the hand's box) and reads 1.5-3 months worse than the rest; a model trained
     with this step sees every film at full contrast. Only for models trained with it: stretching
     films for a model trained without it made faint films worse, and a short fine-tune with it
-    did not help them (docs/model.md, Faint films); training from scratch is untried."""
+    did not help them (docs/model.md, Faint films); trained from scratch, networks read faint
+    full-resolution films older and worse with it (docs/experiments.md)."""
 
     name: ClassVar[str] = "stretch"
     low: float = 1.0
