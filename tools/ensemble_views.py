@@ -112,10 +112,6 @@ def estimates(runs: dict[str, str], data: Path, split: Path, cache: Path) -> dic
     return out
 
 
-def _signed(v: float | None) -> str:
-    return "-" if v is None else f"{v:+.1f}"
-
-
 def _pairs(specs: list[str], cast) -> dict:
     """NAME=VALUE arguments as a dict, or a one-line error."""
     out = {}
@@ -157,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         r = score(est["views"], est["y"], est["male"], ref[0], VIEW_SETS[ref[1]])
         r.update(view_set=ref[1], cost=cost_of(ref[0], VIEW_SETS[ref[1]], cost), reference=True)
         shown = [r, *shown]
+    from boneage.evaluation.report import signed
+
     for r in shown:
-        cells = "  ".join(f"{s} {r[s]['mae']:.3f} ({_signed(r[s]['bias_under_6'])} / "
-                          f"{_signed(r[s]['bias_from_14'])})" for s in SETS)
+        cells = "  ".join(f"{s} {r[s]['mae']:.3f} ({signed(r[s]['bias_under_6'])} / "
+                          f"{signed(r[s]['bias_from_14'])})" for s in SETS)
         print(f"{r['members']:24} {r['view_set']:22} cost {r['cost']:5.1f}  {cells}"
               + ("  <- reference" if r.get("reference") else ""))
     out = ROOT / "benchmarks/results/ensemble_views.json"

@@ -171,6 +171,21 @@ def test_calibrate_then_intervals(model_path, folder, tmp_path, capsys):
                  str(folder / "cal.csv"), "--tta", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["interval"]["coverage"] >= 0.9 and metrics["tta"] is True
+    # coverage by sex and age band add up to the films; each film's interval is written out
+    iv = metrics["interval"]
+    assert sum(b["n"] for b in iv["by_age_band"].values()) == iv["n"] == metrics["n"]
+    assert sum(b["n"] for b in iv["by_sex"].values()) == iv["n"]
+    assert main(["evaluate", "--model", str(model_path), "--images", str(folder), "--labels",
+                 str(folder / "cal.csv"), "--tta", "--out", str(tmp_path / "ev")]) == 0
+    with open(tmp_path / "ev" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    inside = [float(r["interval_low_months"]) <= float(r["true_months"])
+              <= float(r["interval_high_months"]) for r in rows]
+    # (rounded to 0.01 month, a film on the calibrated edge may fall either side)
+    assert len(rows) == iv["n"] and abs(np.mean(inside) - iv["coverage"]) <= 1 / len(rows)
+    assert all(float(r["interval_low_months"]) < float(r["predicted_months"])
+               < float(r["interval_high_months"]) for r in rows)
+    assert "90% interval" in (tmp_path / "ev" / "report.html").read_text()
     # without --choose-views the card's plan stays; a hand-edited plan that makes no sense is
     # one line
     card = read_card(model_path)
@@ -187,6 +202,28 @@ def test_calibrate_then_intervals(model_path, folder, tmp_path, capsys):
                  str(model_path)]) == 2
     err = capsys.readouterr().err
     assert "unusable 'tta' plan" in err and err.count("\n") == 1
+
+
+def test_calibrate_with_a_chosen_correction_weight(model_path, folder, capsys):
+    make_calibration_set(folder)
+    args = ["calibrate", "--model", str(model_path), "--images", str(folder), "--labels",
+            str(folder / "cal.csv")]
+    assert main([*args, "--correction-weight", "0.6"]) == 0
+    corr = read_card(model_path)["output_correction"]
+    assert corr["weight"] == 0.6 and corr["weight_from"] == "set by the user"
+    # the trade-off every weight would give, the chosen one marked, for the user to choose by
+    assert set(corr["crossfit_mae"]) == {"0.0", "0.25", "0.5", "0.6", "0.75", "1.0"}
+    out = capsys.readouterr().out
+    assert "correction weight 0.6 (set by the user)" in out and out.count(" <-") == 1
+    assert main(args) == 0  # without it the weight is chosen on the films again
+    assert read_card(model_path)["output_correction"]["weight_from"] == "cross-fitted MAE"
+    for bad in (["--correction-weight", "1.5"], ["--no-correct", "--correction-weight", "0.5"]):
+        before = (model_path.with_suffix(".json")).read_bytes()
+        capsys.readouterr()
+        assert main([*args, *bad]) == 2
+        err = capsys.readouterr().err
+        assert "correction weight" in err and err.count("\n") == 1
+        assert (model_path.with_suffix(".json")).read_bytes() == before  # card untouched
 
 
 def test_installed_models_by_name(tmp_path, monkeypatch, capsys):

@@ -114,6 +114,28 @@ def test_correction_undoes_a_pull_towards_the_mean():
     assert few["female"] == [0.0, 1.0]
 
 
+def test_a_fixed_correction_weight_trades_mae_for_less_bias_at_the_ends():
+    from boneage.errors import BoneAgeError
+    from boneage.inference.correction import fit_correction
+
+    rng = np.random.default_rng(3)
+    y = rng.uniform(10, 220, 800)
+    male = rng.random(800) < 0.5
+    pred = 125 + 0.75 * (y - 125) + rng.normal(0, 8, 800)
+    auto = fit_correction(y, pred, male)
+    full = fit_correction(y, pred, male, weight=1.0)
+    none = fit_correction(y, pred, male, weight=0.0)
+    assert auto["weight_from"] == "cross-fitted MAE" and full["weight_from"] == "set by the user"
+    assert none["male"] == [0.0, 1.0] and full["male"][1] == pytest.approx(1 / 0.75, rel=0.05)
+    young = full["crossfit_bias_under_6"]
+    # going further towards the inverse takes the bias off the youngest, at a cost in MAE
+    assert young["0.0"] > young["0.5"] > abs(young["1.0"])
+    assert full["crossfit_mae"]["1.0"] > min(full["crossfit_mae"].values())
+    assert full["crossfit_mae"] == {k: v for k, v in auto["crossfit_mae"].items()}
+    with pytest.raises(BoneAgeError, match="correction weight"):
+        fit_correction(y, pred, male, weight=-0.1)
+
+
 def test_chosen_views_skip_a_biased_view_and_stop_when_nothing_gains():
     rng = np.random.default_rng(2)
     y = rng.uniform(0, 228, 2000)

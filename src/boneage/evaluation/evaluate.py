@@ -66,7 +66,7 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
              subset: str | None = None, skip_invalid: bool = False, workers: int = 0,
              progress: bool = True, tta: bool = False) -> tuple[dict[str, Any], list[str]]:
     """Return (metrics, errors for films that could not be read)."""
-    from boneage.evaluation.metrics import evaluation_metrics
+    from boneage.evaluation.metrics import evaluation_metrics, interval_metrics
 
     predictor, run_dir, table = load_labelled(model, images, labels, subset, skip_invalid)
     outdir = ensure_writable_dir(out) if out else None
@@ -76,20 +76,22 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
     cal = predictor.card.get("calibration")
     from boneage.inference.uncertainty import has_interval, interval
 
+    lo = hi = None
     if has_interval(cal, tta):
         lo, hi = interval(pred, est.spread, cal, tta)
-        metrics["interval"] = {"nominal": cal["coverage"],
-                               "coverage": round(float(np.mean((y >= lo) & (y <= hi))), 4),
-                               "mean_width": round(float(np.mean(hi - lo)), 2)}
+        metrics["interval"] = interval_metrics(y, lo, hi, male, cal["coverage"])
     metrics.update(model=str(predictor.path), arch=predictor.card["arch"], labels=str(labels),
                    subset=subset, tta=tta, failed=len(errors))
     if outdir is not None:
         atomic_write_json(outdir / "metrics.json", metrics)
-        atomic_write_csv(outdir / "predictions.csv",
-                         ["id", "male", "true_months", "predicted_months", "error_months"],
-                         [[r.id, int(bool(r.male)), r.months, round(float(p), 2),
-                           round(float(p) - r.months, 2)]
-                          for r, p in zip(recs, pred, strict=True)])
+        header = ["id", "male", "true_months", "predicted_months", "error_months"]
+        rows = [[r.id, int(bool(r.male)), r.months, round(float(p), 2),
+                 round(float(p) - r.months, 2)] for r, p in zip(recs, pred, strict=True)]
+        if lo is not None:
+            header += ["interval_low_months", "interval_high_months"]
+            rows = [[*row, round(float(a), 2), round(float(b), 2)]
+                    for row, a, b in zip(rows, lo, hi, strict=True)]
+        atomic_write_csv(outdir / "predictions.csv", header, rows)
         from boneage.evaluation.report import write_report
         from boneage.plots import evaluation_figures
 
@@ -120,10 +122,11 @@ def _chosen_plan(y: np.ndarray, est: Estimates) -> tuple[Estimates, dict[str, An
 
 def calibrate_model(model: str, images: str | None, labels: str, subset: str | None = None,
                     coverage: float = 0.9, skip_invalid: bool = False, workers: int = 0,
-                    progress: bool = True, correct: bool = True, choose_views: bool = False
-                    ) -> dict[str, Any]:
+                    progress: bool = True, correct: bool = True, choose_views: bool = False,
+                    correction_weight: float | None = None) -> dict[str, Any]:
     """Choose the views the TTA estimate averages (with `choose_views`; else the card's plan
-    stays), fit the regression-to-the-mean correction (unless `correct` is False), the 90%
+    stays), fit the regression-to-the-mean correction (unless `correct` is False; its weight
+    chosen on these films unless `correction_weight` sets it), the 90%
     intervals (with and without TTA, split-conformal) and the feature reference of the "not a
     hand" check on labelled films; store them in the model card."""
     from boneage.fileio import atomic_write_json as write
@@ -133,6 +136,8 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
 
     if not 0.5 <= coverage < 1:
         raise BoneAgeError("coverage must be in [0.5, 1)")
+    if correction_weight is not None and not (correct and 0 <= correction_weight <= 1):
+        raise BoneAgeError("a correction weight needs the correction on and lies in [0, 1]")
     predictor, _, table = load_labelled(model, images, labels, subset, skip_invalid)
     predictor.card.pop("output_correction", None)  # fitted on the network's own estimates
     if choose_views:  # every candidate view is made once; the plan keeps what it needs
@@ -144,7 +149,7 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
     if choose_views:
         est, card["tta"] = _chosen_plan(y, est)
     if correct:
-        corr = fit_correction(y, est.mean, male)
+        corr = fit_correction(y, est.mean, male, correction_weight)
         card["output_correction"] = corr
         slope = np.where(male, corr["male"][1], corr["female"][1])
         est.mean, est.single = (apply_correction(v, male, corr) for v in (est.mean, est.single))
@@ -157,4 +162,5 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
 
         card["embedding"] = embedding_reference(est.features)
     write(card_path(predictor.path), card)
-    return cal | ({"tta": card["tta"]} if "tta" in card else {})
+    return (cal | ({"tta": card["tta"]} if "tta" in card else {})
+            | ({"output_correction": card["output_correction"]} if correct else {}))

@@ -46,3 +46,24 @@ def evaluation_metrics(y: np.ndarray, p: np.ndarray, male: np.ndarray) -> dict[s
     out["by_age_band"] = {label: regression_metrics(y[bands == i], p[bands == i])
                           for i, label in enumerate(band_labels())}
     return out
+
+
+def _coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any]:
+    if y.size == 0:
+        return {"n": 0}
+    return {"n": int(y.size), "coverage": round(float(np.mean((y >= lo) & (y <= hi))), 4),
+            "mean_width": round(float(np.mean(hi - lo)), 2)}
+
+
+def interval_metrics(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, male: np.ndarray,
+                     nominal: float) -> dict[str, Any]:
+    """How often the interval holds the true age and how wide it is, overall, by sex and by age
+    band: an interval right on average can still miss the youngest or oldest too often."""
+    y, lo, hi, male = (np.asarray(a, float) for a in (y, lo, hi, male))
+    male = male.astype(bool)
+    bands = age_band(y)
+    return {"nominal": nominal, **_coverage(y, lo, hi),
+            "by_sex": {"male": _coverage(y[male], lo[male], hi[male]),
+                       "female": _coverage(y[~male], lo[~male], hi[~male])},
+            "by_age_band": {label: _coverage(y[bands == i], lo[bands == i], hi[bands == i])
+                            for i, label in enumerate(band_labels())}}

@@ -29,6 +29,11 @@ def fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def signed(v: float | None) -> str:
+    """A bias as +1.2 / -0.4 months, "-" where a band had no films."""
+    return "-" if v is None else f"{v:+.1f}"
+
+
 def table_html(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>"
@@ -55,6 +60,19 @@ def _metric_rows(metrics: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _interval_part(iv: dict[str, Any] | None) -> list[str]:
+    """The interval's coverage and width by group, where the evaluation made intervals."""
+    if not iv:
+        return []
+    groups = [("all", iv), *iv["by_sex"].items(), *iv["by_age_band"].items()]
+    rows = [[name, g["n"], f"{g['coverage']:.1%}", g["mean_width"]] if g.get("n")
+            else [name, 0, "", ""] for name, g in groups]
+    return [f"<h2>{iv['nominal']:.0%} interval</h2>",
+            table_html(["group", "n", "coverage", "mean width (months)"], rows),
+            "<p class='note'>Coverage: the share of films whose true age lies in the "
+            "interval.</p>"]
+
+
 def write_report(path: Path, metrics: dict[str, Any], figures: dict[str, Path],
                  card: dict[str, Any], run_dir: Path | None) -> None:
     parts = [
@@ -66,6 +84,7 @@ def write_report(path: Path, metrics: dict[str, Any], figures: dict[str, Path],
                    _metric_rows(metrics)),
         "<p class='note'>Months. 95% CI: bootstrap over films (1000 resamples). "
         "Bias: mean of predicted - true.</p>",
+        *_interval_part(metrics.get("interval")),
         "<div class='figs'>" + "".join(f"<img src='{data_url(p)}' alt='{k}'>"
                                        for k, p in figures.items()) + "</div>",
     ]
