@@ -40,7 +40,7 @@ def _lines(y: np.ndarray, pred: np.ndarray, male: np.ndarray, w: float) -> dict[
     return out
 
 
-def _end_bias(err: np.ndarray, y: np.ndarray, sel: np.ndarray) -> float | None:
+def _end_bias(err: np.ndarray, sel: np.ndarray) -> float | None:
     return round(float(err[sel].mean()), 2) if sel.any() else None
 
 
@@ -62,7 +62,7 @@ def fit_correction(y: np.ndarray, pred: np.ndarray, male: np.ndarray,
             fit = _lines(y[tr], pred[tr], male[tr], w)
             err[te] = apply_correction(pred[te], male[te], fit) - y[te]
         maes[w] = float(np.mean(np.abs(err)))
-        young[w], old[w] = _end_bias(err, y, y < YOUNG), _end_bias(err, y, y >= OLD)
+        young[w], old[w] = _end_bias(err, y < YOUNG), _end_bias(err, y >= OLD)
     if weight is None:
         best = min(maes[v] for v in WEIGHTS)
         w = max(v for v in WEIGHTS if maes[v] <= best + TOLERANCE)
