@@ -43,19 +43,17 @@ def score(views: dict[str, dict[str, np.ndarray]], y: dict[str, np.ndarray],
           male: dict[str, np.ndarray], members: tuple[str, ...], idx: list[int]) -> dict:
     """One ensemble over one view set: the correction fitted on 'val', then MAE and end biases
     on every set, before (`raw`) and after it."""
-    from boneage.inference.correction import apply_correction, fit_correction
+    from boneage.inference.correction import apply_correction, end_biases, fit_correction
 
     est = {s: np.mean([views[s][m][:, idx].mean(axis=1) for m in members], axis=0) for s in y}
     corr = fit_correction(y["val"], est["val"], male["val"])
     row: dict = {"members": "+".join(members), "views": idx, "weight": corr.get("weight")}
     for s in y:
         e = apply_correction(est[s], male[s], corr) - y[s]
+        young, old = end_biases(e, y[s])
         row[s] = {"mae": round(float(np.abs(e).mean()), 3),
                   "mae_raw": round(float(np.abs(est[s] - y[s]).mean()), 3),
-                  "bias_under_6": round(float(e[y[s] < 72].mean()), 2) if (y[s] < 72).any()
-                  else None,
-                  "bias_from_14": round(float(e[y[s] >= 168].mean()), 2)
-                  if (y[s] >= 168).any() else None}
+                  "bias_under_6": young, "bias_from_14": old}
     return row
 
 

@@ -130,14 +130,15 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
     intervals (with and without TTA, split-conformal) and the feature reference of the "not a
     hand" check on labelled films; store them in the model card."""
     from boneage.fileio import atomic_write_json as write
-    from boneage.inference.correction import apply_correction, fit_correction
+    from boneage.inference.correction import apply_correction, check_weight, fit_correction
     from boneage.inference.uncertainty import CANDIDATE_VIEWS, TTAPlan, calibrate
     from boneage.models.checkpoint import card_path
 
     if not 0.5 <= coverage < 1:
         raise BoneAgeError("coverage must be in [0.5, 1)")
-    if correction_weight is not None and not (correct and 0 <= correction_weight <= 1):
-        raise BoneAgeError("a correction weight needs the correction on and lies in [0, 1]")
+    check_weight(correction_weight)  # before any film is read
+    if correction_weight is not None and not correct:
+        raise BoneAgeError("a correction weight needs the correction on (drop --no-correct)")
     predictor, _, table = load_labelled(model, images, labels, subset, skip_invalid)
     predictor.card.pop("output_correction", None)  # fitted on the network's own estimates
     if choose_views:  # every candidate view is made once; the plan keeps what it needs

@@ -59,8 +59,8 @@ def interval_metrics(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, male: np.nda
                      nominal: float) -> dict[str, Any]:
     """How often the interval holds the true age and how wide it is, overall, by sex and by age
     band: an interval right on average can still miss the youngest or oldest too often."""
-    y, lo, hi, male = (np.asarray(a, float) for a in (y, lo, hi, male))
-    male = male.astype(bool)
+    y, lo, hi = (np.asarray(a, float) for a in (y, lo, hi))
+    male = np.asarray(male, bool)
     bands = age_band(y)
     return {"nominal": nominal, **_coverage(y, lo, hi),
             "by_sex": {"male": _coverage(y[male], lo[male], hi[male]),

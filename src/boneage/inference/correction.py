@@ -40,8 +40,16 @@ def _lines(y: np.ndarray, pred: np.ndarray, male: np.ndarray, w: float) -> dict[
     return out
 
 
-def _end_bias(err: np.ndarray, sel: np.ndarray) -> float | None:
-    return round(float(err[sel].mean()), 2) if sel.any() else None
+def end_biases(err: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
+    """Mean error under 6 years and from 14 (None for a band without films): where the pull
+    to the mean shows."""
+    return tuple(round(float(err[sel].mean()), 2) if sel.any() else None
+                 for sel in (y < YOUNG, y >= OLD))
+
+
+def check_weight(weight: float | None) -> None:
+    if weight is not None and not 0 <= weight <= 1:
+        raise BoneAgeError(f"correction weight must be in [0, 1], got {weight}")
 
 
 def fit_correction(y: np.ndarray, pred: np.ndarray, male: np.ndarray,
@@ -49,8 +57,7 @@ def fit_correction(y: np.ndarray, pred: np.ndarray, male: np.ndarray,
     """{"male": [a, b], "female": [a, b]} with corrected = a + b * estimate, and how w was
     chosen: for each candidate weight, the cross-fitted MAE and bias under 6 years and from 14.
     `weight` fixes w (0: no correction, 1: the full inverse) instead of choosing it."""
-    if weight is not None and not 0 <= weight <= 1:
-        raise BoneAgeError(f"correction weight must be in [0, 1], got {weight}")
+    check_weight(weight)
     y, pred, male = np.asarray(y, float), np.asarray(pred, float), np.asarray(male, bool)
     fold = np.random.default_rng(0).permutation(len(y)) % 2
     weights = sorted(set(WEIGHTS) | ({weight} if weight is not None else set()))
@@ -62,7 +69,7 @@ def fit_correction(y: np.ndarray, pred: np.ndarray, male: np.ndarray,
             fit = _lines(y[tr], pred[tr], male[tr], w)
             err[te] = apply_correction(pred[te], male[te], fit) - y[te]
         maes[w] = float(np.mean(np.abs(err)))
-        young[w], old[w] = _end_bias(err, y < YOUNG), _end_bias(err, y >= OLD)
+        young[w], old[w] = end_biases(err, y)
     if weight is None:
         best = min(maes[v] for v in WEIGHTS)
         w = max(v for v in WEIGHTS if maes[v] <= best + TOLERANCE)
