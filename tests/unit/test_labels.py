@@ -117,3 +117,16 @@ def test_folder_without_labels(tmp_path):
     assert t.ids == ["a", "b"] and not t.labelled
     with pytest.raises(BoneAgeError):
         load_table(None, None)
+
+
+def test_an_age_column_under_another_name_is_said_not_dropped_silently(tmp_path):
+    # a clinic's sheet: sex and "age_months" (bone or chronological age? it does not say)
+    csv = _folder(tmp_path, ["f3"],
+                  "file,age_months,male,PatientAge,image_path\nf3,37.2,False,3,x\n")
+    t = read_labels(csv, require_age=False, require_images=False)
+    assert t.records[0].chronological_months is None and t.records[0].months is None
+    (note,) = t.notes
+    assert "'age_months', 'PatientAge' not read" in note and "chronological_age_months" in note
+    csv.write_text("file,chronological_age_months,male\nf3,37.2,False\n")
+    t = read_labels(csv, require_age=False, require_images=False)
+    assert t.records[0].chronological_months == 37.2 and t.notes == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ AGE_COLUMNS = (
 # the child's age on the day of the film (for `predict`'s comparison with the reference)
 CHRONOLOGICAL_COLUMNS = ("chronologicalage", "chronologicalagemonths", "chronage",
                          "chronologicalageinmonths", "ageatstudy", "ageatstudymonths")
+_AGE_WORD = re.compile(r"(^|[^a-zA-Z])[aA][gG][eE]|[a-z]Age")  # age_months, PatientAge; not image
 _MALE = {"true", "1", "m", "male", "yes", "1.0"}
 _FEMALE = {"false", "0", "f", "female", "no", "0.0"}
 
@@ -163,6 +165,11 @@ def read_labels(
         raise BoneAgeError(
             f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}"
         )
+    used = (id_col, sex_col, age_col, chron_col)
+    unread = [h for h in header if h not in used and _AGE_WORD.search(h)]
+    # an age column under another name (a clinic's `age_months`) is said, not silently dropped
+    notes = [f"{name}: column(s) {', '.join(map(repr, unread))} not read; name a bone age "
+             "'boneage', the child's age 'chronological_age_months'"] if unread else []
     if images_dir is None:
         images_dir = default_images_dir(csv_path)
     images_dir = Path(images_dir)
@@ -225,7 +232,7 @@ def read_labels(
     dropped = len(bad_rows)
     if not kept:
         raise BoneAgeError(f"{name}: every row is invalid, nothing left")
-    notes = [f"{name}: dropped {dropped} invalid row(s)"] if dropped else []
+    notes += [f"{name}: dropped {dropped} invalid row(s)"] if dropped else []
     return LabelTable(kept, source=str(csv_path), dropped=dropped, notes=notes)
 
 
