@@ -346,7 +346,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
 
     cal = calibrate_model(a.model, a.images, a.labels, a.subset, a.coverage, a.skip_invalid,
                           a.workers or 0, correct=a.correct, choose_views=a.choose_views,
-                          correction_weight=a.correction_weight)
+                          correction_weight=a.correction_weight, out=a.out)
     plan = cal.get("tta")
     if plan and a.choose_views:
         c = plan["chosen_on"]
@@ -365,7 +365,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
             print(f"  {w:>5}: {mae:.2f}, {signed(young[w])}, {signed(old[w])}{mark}")
     print(f"calibrated on {cal['n']} films: q={cal['q']:.3f}, coverage "
           f"{cal['calibration_coverage']:.1%} (nominal {cal['coverage']:.0%}), mean width "
-          f"{cal['calibration_mean_width']:.1f} months; stored in the model card")
+          f"{cal['calibration_mean_width']:.1f} months; stored in the model card"
+          + (f" of its copy in {a.out} (use --model {a.out})" if a.out else ""))
     return 0
 
 
@@ -388,6 +389,9 @@ def _parser_calibrate(sub) -> None:
                    help="choose which test-time-augmentation views the estimate averages, on "
                    "these films (use films like those the model will see; default: keep the "
                    "card's views, all averaged)")
+    p.add_argument("--out", metavar="DIR",
+                   help="a new folder for a recalibrated copy of the model, leaving the model "
+                   "as it was (needed for the bundled model)")
     p.add_argument("--workers", type=_positive_int, help="preprocessing processes")
     p.set_defaults(func=cmd_calibrate)
 

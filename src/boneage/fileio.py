@@ -25,6 +25,15 @@ def publish(tmp: str | Path, path: str | Path) -> None:
         raise
 
 
+def publish_folder(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary folder (from mkdtemp, beside `path`) into place in one step,
+    with the mode a plain mkdir would give it; `path` must be absent or an empty folder."""
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
+    if Path(path).is_dir():
+        Path(path).rmdir()
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -226,6 +226,45 @@ def test_calibrate_with_a_chosen_correction_weight(model_path, folder, capsys):
         assert (model_path.with_suffix(".json")).read_bytes() == before  # card untouched
 
 
+def test_calibrate_out_writes_a_copy_and_leaves_the_model(model_path, folder, tmp_path,
+                                                          monkeypatch, capsys):
+    make_calibration_set(folder)
+    card = model_path.with_suffix(".json")
+    before = card.read_bytes()
+    args = ["calibrate", "--images", str(folder), "--labels", str(folder / "cal.csv")]
+    copy = tmp_path / "recalibrated"
+    assert main([*args, "--model", str(model_path), "--out", str(copy)]) == 0
+    assert f"copy in {copy} (use --model {copy})" in capsys.readouterr().out
+    assert card.read_bytes() == before  # the model is as it was
+    assert sorted(f.name for f in copy.iterdir()) == ["m.json", "m.safetensors"]
+    assert read_card(copy / "m.safetensors")["calibration"]["n"] == 12
+    r = load_model(str(copy)).predict(folder / "c3.png", sex="M")  # the folder is the model
+    assert r.interval_low_months < r.bone_age_months < r.interval_high_months
+    assert "model not calibrated: no interval" in load_model(str(model_path)).predict(
+        folder / "c3.png", sex="M").warnings
+    # a folder that holds something already is refused before any film is read
+    assert main([*args, "--model", str(model_path), "--out", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "not an empty folder" in err and err.count("\n") == 1
+    # an installed model keeps its shipped card: only a copy is recalibrated
+    from boneage.inference import api
+    from boneage.models import checkpoint
+
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    model_path.with_suffix(".safetensors").rename(shipped / "default.safetensors")
+    card.rename(shipped / "default.json")
+    monkeypatch.setattr(checkpoint, "BUNDLED", shipped)
+    monkeypatch.setattr(api, "BUNDLED", shipped)
+    assert main([*args, "--model", "default"]) == 2
+    err = capsys.readouterr().err
+    assert "give --out DIR for a recalibrated copy" in err and err.count("\n") == 1
+    assert (shipped / "default.json").read_bytes() == before
+    assert main([*args, "--model", "default", "--out", str(tmp_path / "ours")]) == 0
+    assert (shipped / "default.json").read_bytes() == before
+    assert "calibration" in read_card(tmp_path / "ours" / "default.safetensors")
+
+
 def test_installed_models_by_name(tmp_path, monkeypatch, capsys):
     from boneage.inference import api
     from boneage.models import checkpoint

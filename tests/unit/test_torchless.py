@@ -80,3 +80,38 @@ def test_service_on_onnx_runtime_without_torch(tmp_path):
     assert out["heatmap"] is None and out["warned"]
     assert out["report"] == [200, 'attachment; filename="bone-age-T-1.pdf"']
     assert out["bomb"] == 413 and out["torch"] is False
+
+
+def test_a_recalibrated_copy_of_the_bundled_model_runs_where_the_bundled_one_does(tmp_path):
+    # a clinic recalibrates the bundled model on its own films: the package's card stays as
+    # shipped, and the copy (weights, graph, card) runs on ONNX Runtime without torch too
+    import hashlib
+    import importlib.util
+
+    from boneage.models.checkpoint import BUNDLED
+
+    d = tmp_path / "films"
+    d.mkdir()
+    lines = ["id,boneage,male"]
+    for i in range(12):
+        film, _ = synthetic_film(height=400, width=320, seed=i)
+        cv2.imwrite(str(d / f"s{i}.png"), film)
+        lines.append(f"s{i},{40 + 12 * i},{i % 2}")
+    (d / "labels.csv").write_text("\n".join(lines) + "\n")
+    shipped = hashlib.sha256((BUNDLED / "default.json").read_bytes()).hexdigest()
+    out = run_child(f"""
+        import json, sys
+        from boneage.cli import main
+        from boneage.inference.api import load_model
+        rc = main(["calibrate", "--model", "default", "--images", "{d}", "--labels",
+                   "{d / 'labels.csv'}", "--out", "{tmp_path / 'ours'}"])
+        m = load_model("{tmp_path / 'ours'}")
+        r = m.predict("{d / 's3.png'}", sex="M")
+        print(json.dumps({{"rc": rc, "backend": type(m.predictor).__name__,
+                          "interval": r.interval_low_months < r.interval_high_months,
+                          "n": m.predictor.card["calibration"]["n"]}}))
+    """, tmp_path)
+    torch = importlib.util.find_spec("torch") is not None
+    assert out == {"rc": 0, "backend": "TorchPredictor" if torch else "OnnxPredictor",
+                   "interval": True, "n": 12}
+    assert hashlib.sha256((BUNDLED / "default.json").read_bytes()).hexdigest() == shipped

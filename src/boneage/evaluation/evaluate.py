@@ -123,23 +123,31 @@ def _chosen_plan(y: np.ndarray, est: Estimates) -> tuple[Estimates, dict[str, An
 def calibrate_model(model: str, images: str | None, labels: str, subset: str | None = None,
                     coverage: float = 0.9, skip_invalid: bool = False, workers: int = 0,
                     progress: bool = True, correct: bool = True, choose_views: bool = False,
-                    correction_weight: float | None = None) -> dict[str, Any]:
+                    correction_weight: float | None = None, out: str | None = None
+                    ) -> dict[str, Any]:
     """Choose the views the TTA estimate averages (with `choose_views`; else the card's plan
     stays), fit the regression-to-the-mean correction (unless `correct` is False; its weight
     chosen on these films unless `correction_weight` sets it), the 90%
     intervals (with and without TTA, split-conformal) and the feature reference of the "not a
-    hand" check on labelled films; store them in the model card."""
+    hand" check on labelled films; store them in the model card, or with `out` in the card of
+    a copy of the model in that new folder (the only way for an installed model: the package's
+    own card stays as shipped)."""
     from boneage.fileio import atomic_write_json as write
     from boneage.inference.correction import apply_correction, check_weight, fit_correction
     from boneage.inference.uncertainty import CANDIDATE_VIEWS, TTAPlan, calibrate
-    from boneage.models.checkpoint import card_path
+    from boneage.models.checkpoint import BUNDLED, card_path, check_new_folder, copy_model
 
     if not 0.5 <= coverage < 1:
         raise BoneAgeError("coverage must be in [0.5, 1)")
     check_weight(correction_weight)  # before any film is read
     if correction_weight is not None and not correct:
         raise BoneAgeError("a correction weight needs the correction on (drop --no-correct)")
+    if out is not None:
+        check_new_folder(out)
     predictor, _, table = load_labelled(model, images, labels, subset, skip_invalid)
+    if out is None and predictor.path.resolve().parent == BUNDLED.resolve():
+        raise BoneAgeError(f"{model}: an installed model keeps the card it shipped with; give "
+                           "--out DIR for a recalibrated copy (then use --model DIR)")
     predictor.card.pop("output_correction", None)  # fitted on the network's own estimates
     if choose_views:  # every candidate view is made once; the plan keeps what it needs
         predictor.tta_plan = TTAPlan(CANDIDATE_VIEWS)
@@ -162,6 +170,10 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
         from boneage.inference.quality import embedding_reference
 
         card["embedding"] = embedding_reference(est.features)
-    write(card_path(predictor.path), card)
-    return (cal | ({"tta": card["tta"]} if "tta" in card else {})
+    if out is None:
+        write(card_path(predictor.path), card)
+        copy = {}
+    else:
+        copy = {"copy": str(copy_model(predictor.path, card, out))}
+    return (cal | copy | ({"tta": card["tta"]} if "tta" in card else {})
             | ({"output_correction": card["output_correction"]} if correct else {}))

@@ -18,7 +18,7 @@ from boneage.data.images import decode_image, read_bytes, sniff_format
 from boneage.data.labels import parse_sex
 from boneage.errors import BoneAgeError
 from boneage.inference.predictor import Predictor, TorchPredictor
-from boneage.models.checkpoint import BUNDLED, installed_name
+from boneage.models.checkpoint import BUNDLED, installed_name, resolve_model_path
 from boneage.preprocess.steps import Pipeline, ToUint8
 
 
@@ -248,6 +248,16 @@ def load_predictor(spec: str | Path, backend: str = "torch") -> Predictor:
     raise BoneAgeError(f"unknown backend {backend!r} (torch or onnx)")
 
 
+def _graph_beside(spec: str | Path) -> Path | None:
+    if Path(spec).suffix == ".onnx":
+        return None
+    try:
+        graph = resolve_model_path(spec).with_suffix(".onnx")
+    except BoneAgeError:
+        return None
+    return graph if graph.is_file() else None
+
+
 def load_model(spec: str | Path = "default", backend: str | None = None, tta: bool = True,
                explain: bool = True) -> BoneAgeModel:
     """An installed name ("default"), a run folder, a .safetensors checkpoint or an .onnx: the
@@ -257,13 +267,16 @@ def load_model(spec: str | Path = "default", backend: str | None = None, tta: bo
     same weights) estimates on ONNX Runtime when it is installed (1.8x faster here), and
     when `explain` is True and PyTorch is installed its heatmaps come from the PyTorch network
     (Grad-CAM differentiates it); anything else runs on PyTorch. A .onnx file always runs on
-    ONNX Runtime, without heatmaps."""
+    ONNX Runtime, without heatmaps; so does a run folder or checkpoint with its graph beside it
+    (X.onnx by X.safetensors, as `calibrate --out` copies the bundled model) where PyTorch is
+    not installed."""
     name = installed_name(spec)
-    twin = BUNDLED / f"{name}.onnx" if name else None  # its ONNX graph (same weights file)
+    twin = BUNDLED / f"{name}.onnx" if name else _graph_beside(spec)  # same weights file
     has_twin = twin is not None and twin.is_file()
     explainer = None
     if backend is None:
-        fast = has_twin and (not _installed("torch") or _installed("onnxruntime"))
+        torch = _installed("torch")
+        fast = has_twin and (not torch or (name is not None and _installed("onnxruntime")))
         backend = "onnx" if Path(spec).suffix == ".onnx" or fast else "torch"
         if fast and explain and _installed("torch"):
             explainer = load_predictor(spec, "torch")

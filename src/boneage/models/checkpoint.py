@@ -8,11 +8,12 @@ provenance, metrics, and (for inference) calibration. Loading replays exactly wh
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from boneage.errors import BoneAgeError
-from boneage.fileio import atomic_write_bytes, atomic_write_json
+from boneage.fileio import atomic_write_bytes, atomic_write_json, publish_folder
 
 CARD_FORMAT = "boneage-model/1"
 BUNDLED = Path(__file__).resolve().parents[1] / "weights"  # models shipped in the package
@@ -153,6 +154,9 @@ def resolve_model_path(spec: str | Path) -> Path:
         for name in ("best.safetensors", "last.safetensors"):
             if (p / name).is_file():
                 return p / name
+        only = sorted(p.glob("*.safetensors"))  # a copy of one model (`calibrate --out`)
+        if len(only) == 1:
+            return only[0]
         raise BoneAgeError(f"{p}: no best.safetensors or last.safetensors in this folder")
     if p.suffix == ".json":
         p = p.with_suffix(".safetensors")
@@ -162,3 +166,52 @@ def resolve_model_path(spec: str | Path) -> Path:
     if not p.is_file():
         raise BoneAgeError(f"{spec}: no such model (a run folder or a .safetensors file)")
     return p
+
+
+RUN_FILES = ("config.yaml", "split.csv")  # what `evaluate --subset` reads from a run folder
+
+
+def check_new_folder(out: str | Path) -> Path:
+    """`out` for a copy of a model: absent or empty, its parent writable (checked before any
+    long work starts)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BoneAgeError(f"{out}: already exists and is not an empty folder; give a new one")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BoneAgeError(f"{out.parent}: cannot write here ({e.strerror or e})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise BoneAgeError(f"{out.parent}: cannot write here")
+    return out
+
+
+def copy_model(path: str | Path, card: dict[str, Any], out: str | Path) -> Path:
+    """Copy the model at `path` (its .safetensors and ONNX graph of the same name, the run's
+    config and split) to the new folder `out` with `card` as its card, leaving the original
+    (the bundled model above all) as it was. Built beside `out` and renamed into place, so an
+    interruption leaves no half a model. Returns the copy's weights (or graph) path."""
+    import shutil
+    import tempfile
+
+    src = Path(path)
+    out = check_new_folder(out)
+    stem = src.with_suffix("")
+    files = [stem.with_suffix(x) for x in (".safetensors", ".onnx")]
+    files = [f for f in files if f.is_file()] + [
+        f for f in (src.parent / n for n in RUN_FILES) if f.is_file()]
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        for f in files:  # the graph keeps reading its weights by file name: names are kept
+            shutil.copyfile(f, tmp / f.name)
+        atomic_write_json(card_path(tmp / src.name), card)
+        if stem.with_suffix(".md").is_file():
+            from boneage.models.card import render_markdown
+
+            atomic_write_bytes(tmp / f"{stem.name}.md", render_markdown(card).encode())
+        publish_folder(tmp, out)
+    except OSError as e:
+        raise BoneAgeError(f"{out}: cannot write the copy ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / src.name
