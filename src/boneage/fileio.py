@@ -84,9 +84,23 @@ def atomic_write_csv(
     atomic_write_text(path, buf.getvalue())
 
 
-def read_csv_dicts(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def read_text(path: str | Path, what: str = "text file") -> str:
+    """A text file someone hands us (a config, a card, a pipeline, a split, labels), or one
+    line naming it: a binary or unreadable file is the user's to fix, not a traceback."""
+    from boneage.errors import BoneAgeError
+
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")  # a spreadsheet's BOM is no byte
+    except UnicodeDecodeError:
+        raise BoneAgeError(f"{path}: not a {what} (not UTF-8 text)") from None
+    except OSError as e:
+        raise BoneAgeError(f"{path}: cannot read this {what} ({e.strerror or e})") from None
+
+
+def read_csv_dicts(path: str | Path, what: str = "CSV file") -> list[dict[str, str]]:
+    import io
+
+    return list(csv.DictReader(io.StringIO(read_text(path, what), newline="")))
 
 
 def ensure_writable_dir(path: str | Path) -> Path:

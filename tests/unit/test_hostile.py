@@ -264,6 +264,36 @@ def test_arguments_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # a refused command leaves nothing behind
 
 
+def test_a_binary_file_where_text_is_expected_is_one_line(model_path, tmp_path, capsys):
+    # a config, pipeline, split, labels or model card that is not text (a film given by
+    # mistake, a corrupt copy): one line naming the file and what it should be, exit 2
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(128, 256)) * 8)
+    films = tmp_path / "films"
+    films.mkdir()
+    film, _ = synthetic_film(height=200, width=160, seed=1)
+    cv2.imwrite(str(films / "a.png"), film)
+    (films / "labels.csv").write_text("id,boneage,male\na,100,1\n")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "best.safetensors").write_bytes(model_path.read_bytes())
+    (broken / "best.json").write_bytes(junk.read_bytes())
+    data = ["--images", str(films), "--labels", str(films / "labels.csv")]
+    for args, what in (
+        (["train", "--config", str(junk), *data, "--out", str(tmp_path / "r")], "YAML config file"),
+        (["train", "--split", str(junk), *data, "--out", str(tmp_path / "r")], "split CSV file"),
+        (["prepare", "--pipeline", str(junk), *data, "--out", str(tmp_path / "c")],
+         "pipeline JSON file"),
+        (["predict", str(films / "a.png"), "--labels", str(junk)], "labels CSV file"),
+        (["predict", str(films / "a.png"), "--sex", "F", "--model", str(broken)], "model card"),
+    ):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert f"not a {what} (not UTF-8 text)" in err
+        assert err.count("\n") == 1 and "Traceback" not in err, args
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
 def _nothing():
     from contextlib import nullcontext
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from boneage.data.images import IMAGE_SUFFIXES, list_images, skipped_summary
 from boneage.errors import BoneAgeError
+from boneage.fileio import read_text
 
 MAX_MONTHS = 240.0
 
@@ -143,10 +144,7 @@ def read_labels(
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise BoneAgeError(f"{csv_path}: no such labels file")
-    try:
-        text = csv_path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BoneAgeError(f"{csv_path}: not a readable UTF-8 CSV file ({e})") from None
+    text = read_text(csv_path, "labels CSV file")
     reader = csv.DictReader(text.splitlines())
     header = reader.fieldnames or []
     name = csv_path.name

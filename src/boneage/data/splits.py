@@ -10,6 +10,7 @@ import numpy as np
 
 from boneage.data.labels import LabelTable
 from boneage.errors import BoneAgeError
+from boneage.fileio import read_csv_dicts
 
 AGE_BANDS_YEARS = (0, 2, 6, 10, 14, 20)
 SPLITS = ("train", "val", "test")
@@ -81,8 +82,7 @@ def load_split(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise BoneAgeError(f"{path}: no such split file")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv_dicts(path, "split CSV file")
     if not rows or set(rows[0]) != {"id", "split"}:
         raise BoneAgeError(f"{path}: a split file needs the columns id,split")
     bad = [r["split"] for r in rows if r["split"] not in SPLITS]

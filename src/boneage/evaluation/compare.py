@@ -16,7 +16,7 @@ from typing import Any
 
 from boneage.errors import BoneAgeError
 from boneage.evaluation.report import data_url, fmt, page, table_html
-from boneage.fileio import atomic_write_csv, atomic_write_text, ensure_writable_dir
+from boneage.fileio import atomic_write_csv, atomic_write_text, ensure_writable_dir, read_text
 from boneage.models.checkpoint import read_card, resolve_model_path
 
 COLUMNS = ["name", "arch", "mae", "mae_ci95", "rmse", "r2", "tta", "pipeline", "input_size",
@@ -37,7 +37,10 @@ def run_row(run: str | Path) -> dict[str, Any]:
     base = Path(run) if Path(run).is_dir() else path.parent
     ev = base / "eval" / "metrics.json"
     if ev.is_file():
-        m = json.loads(ev.read_text())
+        try:
+            m = json.loads(read_text(ev, "metrics file"))
+        except json.JSONDecodeError as e:
+            raise BoneAgeError(f"{ev}: not a metrics JSON file ({e.msg})") from None
         tta = bool(m.get("tta"))
         source = f"evaluation ({m.get('subset') or 'all'}, n={m['n']})"
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from boneage.errors import BoneAgeError
-from boneage.fileio import atomic_write_bytes, atomic_write_json, publish_folder
+from boneage.fileio import atomic_write_bytes, atomic_write_json, publish_folder, read_text
 
 CARD_FORMAT = "boneage-model/1"
 BUNDLED = Path(__file__).resolve().parents[1] / "weights"  # models shipped in the package
@@ -86,8 +86,8 @@ def read_card(weights: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise BoneAgeError(f"{weights}: no model card {path.name} beside the weights")
     try:
-        card = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        card = json.loads(read_text(path, "model card"))
+    except json.JSONDecodeError as e:
         raise BoneAgeError(f"{path}: unreadable model card ({e})") from None
     if card.get("format") != CARD_FORMAT or "arch" not in card:
         raise BoneAgeError(f"{path}: not a boneage model card")

@@ -304,7 +304,9 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | Path) -> Pipeline:
-        return cls.from_json(Path(path).read_text())
+        from boneage.fileio import read_text
+
+        return cls.from_json(read_text(path, "pipeline JSON file"))
 
 
 def seed_pipeline(size: int = 256, crop: bool = True, clahe: bool = True,

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from boneage.errors import BoneAgeError
+from boneage.fileio import read_text
 
 
 @dataclass
@@ -171,7 +172,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not p.is_file():
             raise BoneAgeError(f"{p}: no such config file")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(read_text(p, "YAML config file")) or {}
         except yaml.YAMLError as e:
             raise BoneAgeError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -121,39 +123,54 @@ def train(
         split = load_split(out / "split.csv")
         tr, va = _load_parts(Path(prov["cache"]), split)
         return _fit(out, cfg_saved, tr, va, prov["source"], split, resume, progress)
-    check_run_dir(out, resume)
-    if resume:
-        cfg = load_config(out / "config.yaml")
-        if epochs is not None or max_minutes is not None:
-            cfg = _extend(out, cfg, epochs, max_minutes)
-        prov = read_csv_dicts(out / "provenance.csv")[0]
-        cache = Path(prov["cache"])
-        split = load_split(out / "split.csv")
-        source = prov["source"]
-    else:
-        cfg = cfg or TrainConfig()
-        if cfg.init:
-            _check_init(cfg)
-        cache, table, split, source = _resolve_data(cfg, out, images, labels, data, cache_dir,
-                                                    val_labels, val_images, skip_invalid)
-        if split_file is not None:
-            split = load_split(split_file)
-            if cfg.limit:
-                split = _keep(split, table)
-            unknown = set(split) - set(table.ids)
-            if unknown:
-                raise BoneAgeError(f"{split_file}: {len(unknown)} id(s) not in the data, "
-                                   f"e.g. {sorted(unknown)[:3]}")
-        elif split is None:
-            split = stratified_split(table, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-        _check_split(split)  # before anything is written: a refused start leaves no run behind
-        cfg.save(out / "config.yaml")
-        save_split(split, out / "split.csv")
-        atomic_write_csv(out / "provenance.csv", ["cache", "source", "source_sha256"],
-                         [[str(cache.resolve()), source,
-                           _sha256(Path(source)) if Path(source).is_file() else ""]])
+    with _no_empty_folder_if_refused(out):
+        check_run_dir(out, resume)
+        if resume:
+            cfg = load_config(out / "config.yaml")
+            if epochs is not None or max_minutes is not None:
+                cfg = _extend(out, cfg, epochs, max_minutes)
+            prov = read_csv_dicts(out / "provenance.csv")[0]
+            cache = Path(prov["cache"])
+            split = load_split(out / "split.csv")
+            source = prov["source"]
+        else:
+            cfg = cfg or TrainConfig()
+            if cfg.init:
+                _check_init(cfg)
+            given = load_split(split_file) if split_file is not None else None  # before prepare
+            cache, table, split, source = _resolve_data(cfg, out, images, labels, data, cache_dir,
+                                                        val_labels, val_images, skip_invalid)
+            if given is not None:
+                split = given
+                if cfg.limit:
+                    split = _keep(split, table)
+                unknown = set(split) - set(table.ids)
+                if unknown:
+                    raise BoneAgeError(f"{split_file}: {len(unknown)} id(s) not in the data, "
+                                       f"e.g. {sorted(unknown)[:3]}")
+            elif split is None:
+                split = stratified_split(table, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+            _check_split(split)  # before anything is written: a refused start leaves no run behind
+            cfg.save(out / "config.yaml")
+            save_split(split, out / "split.csv")
+            atomic_write_csv(out / "provenance.csv", ["cache", "source", "source_sha256"],
+                             [[str(cache.resolve()), source,
+                               _sha256(Path(source)) if Path(source).is_file() else ""]])
     tr, va = _load_parts(cache, split)
     return _fit(out, cfg, tr, va, source, split, resume, progress, dry_run)
+
+
+@contextmanager
+def _no_empty_folder_if_refused(out: Path) -> Iterator[None]:
+    """A start refused before anything is written (a bad split file, say) leaves no empty run
+    folder behind."""
+    created = not out.exists()
+    try:
+        yield
+    except BoneAgeError:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _keep(split: dict[str, str], table: LabelTable) -> dict[str, str]:
