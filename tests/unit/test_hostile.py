@@ -294,6 +294,30 @@ def test_a_binary_file_where_text_is_expected_is_one_line(model_path, tmp_path, 
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
 
 
+def test_predict_and_compare_refuse_bad_arguments_before_any_output(model_path, tmp_path,
+                                                                     capsys):
+    film, _ = synthetic_film(height=200, width=160, seed=1)
+    cv2.imwrite(str(tmp_path / "a.png"), film)
+    for args, words in (
+        (["--sex", "X"], "unknown sex 'X'"),
+        (["--sex", "F", "--out", str(tmp_path)], "a folder; --out takes a file name"),
+    ):
+        assert main(["predict", str(tmp_path / "a.png"), "--model", str(model_path),
+                     *args]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and words in err and err.count("\n") == 1, args  # no table header
+    # compare with a run whose eval/metrics.json is not evaluate's (hand-edited, truncated)
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    for f in (model_path, model_path.with_suffix(".json")):
+        (run / f"best{f.suffix}").write_bytes(f.read_bytes())
+    for text in ("[1, 2]", '{"mae": 3}', "{"):
+        (run / "eval" / "metrics.json").write_text(text)
+        assert main(["compare", str(run), str(model_path), "--out", str(tmp_path / "c")]) == 2
+        err = capsys.readouterr().err
+        assert "metrics.json: not" in err and err.count("\n") == 1, text
+
+
 def _nothing():
     from contextlib import nullcontext
 

@@ -41,6 +41,9 @@ def run_row(run: str | Path) -> dict[str, Any]:
             m = json.loads(read_text(ev, "metrics file"))
         except json.JSONDecodeError as e:
             raise BoneAgeError(f"{ev}: not a metrics JSON file ({e.msg})") from None
+        if not isinstance(m, dict) or not {"n", "mae"} <= set(m):
+            raise BoneAgeError(f"{ev}: not the metrics.json of `boneage evaluate` (no n, mae); "
+                               "run evaluate again or move it away")
         tta = bool(m.get("tta"))
         source = f"evaluation ({m.get('subset') or 'all'}, n={m['n']})"
     else:

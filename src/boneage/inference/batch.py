@@ -16,7 +16,7 @@ from typing import IO, Any
 import numpy as np
 
 from boneage.data.images import list_images, skipped_summary
-from boneage.data.labels import read_labels
+from boneage.data.labels import parse_sex, read_labels
 from boneage.errors import BoneAgeError
 from boneage.inference.api import (
     RESULT_COLUMNS,
@@ -179,6 +179,10 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
 
     opts = opts or BatchOptions()
     opts.chronological_age = check_age(opts.chronological_age)
+    if opts.sex not in (None, "") and parse_sex(opts.sex) is None:  # before the table's header
+        raise BoneAgeError(f"unknown sex {opts.sex!r} (use M or F)")
+    if opts.out and Path(opts.out).is_dir():
+        raise BoneAgeError(f"{opts.out}: a folder; --out takes a file name (results.csv)")
     by_id = from_labels(opts.labels, opts.skip_invalid)  # a bad labels file stops first
     files, errors = expand(paths)
     for err in errors:
