@@ -56,24 +56,43 @@ def _col(rows: list[dict], key: str) -> np.ndarray:
 
 
 def training_curves(rows: list[dict], curves: str | Path, lr: str | Path) -> None:
-    """Loss and MAE per epoch (train and validation), and the learning rate."""
+    """Loss and MAE per epoch (train and validation), and the learning rate. Epochs are
+    numbered from 0 as in the log, metrics.csv and the card, and the best epoch (lowest
+    validation MAE, the one best.safetensors keeps) is marked."""
     plt = _plt()
-    epochs = _col(rows, "epoch") + 1
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    epochs = _col(rows, "epoch")
+    val_mae = _col(rows, "val_mae")
+    style = "o-" if len(rows) <= 30 else "-"  # dots only where they can be told apart
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    ax[0].plot(epochs, _col(rows, "train_loss"), "o-", label="train")
-    ax[0].plot(epochs, _col(rows, "val_loss"), "o-", label="validation")
-    ax[0].set_title("Huber loss")
-    ax[1].plot(epochs, _col(rows, "train_mae"), "o-", label="train")
-    ax[1].plot(epochs, _col(rows, "val_mae"), "o-", label="validation")
-    ax[1].set_title("MAE (months)")
+    for a, key, title in ((ax[0], "loss", "Huber loss"), (ax[1], "mae", "MAE (months)")):
+        for part, label in (("train", "train"), ("val", "validation")):
+            a.plot(epochs, _col(rows, f"{part}_{key}"), style, label=label)
+        a.set_title(title)
+        values = np.r_[_col(rows, f"train_{key}"), _col(rows, f"val_{key}")]
+        values = values[np.isfinite(values) & (values > 0)]
+        if values.size and values.max() > 5 * values.min():  # the first epochs' spikes would
+            a.set_yscale("log")  # flatten the end, where runs differ by tenths of a month
+            a.yaxis.set_major_locator(LogLocator(subs=(1, 1.5, 2, 3, 5, 7)))
+            a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            a.yaxis.set_minor_formatter(NullFormatter())
+            a.set_title(f"{title}, log scale")
+    if np.isfinite(val_mae).any():
+        best = int(np.nanargmin(val_mae))
+        for a in ax:
+            a.axvline(epochs[best], color="#888", ls=":", lw=1,
+                      label=f"best: epoch {epochs[best]:.0f}, {val_mae[best]:.2f} months")
     for a in ax:
         a.set_xlabel("epoch")
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.legend()
         a.grid(alpha=0.3)
     save(fig, curves)
     fig, a = plt.subplots(figsize=(6, 3.5))
-    a.plot(epochs, _col(rows, "lr"), "o-")
+    a.plot(epochs, _col(rows, "lr"), style)
     a.set_xlabel("epoch")
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
     a.set_ylabel("learning rate (end of epoch)")
     a.grid(alpha=0.3)
     save(fig, lr)

@@ -118,3 +118,27 @@ def test_aspect_jitter_stretches_width_and_height_apart():
     assert torch.allclose(w * h, torch.full_like(w, 32 * 32), rtol=0.15)  # area kept
     with pytest.raises(BoneAgeError, match="aspect"):
         load_config(None, {"augment": {"aspect": 1.5}})
+
+
+def test_training_curves_number_epochs_as_the_log_and_mark_the_best(tmp_path, monkeypatch):
+    from boneage import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig))
+
+    def rows(val_mae):
+        return [{"epoch": str(i), "train_loss": str(3 * v), "val_loss": str(3 * v + 1),
+                 "train_mae": str(v), "val_mae": str(v), "lr": "0.001"}
+                for i, v in enumerate(val_mae)]
+
+    plots.training_curves(rows([60, 30, 12, 9.1, 8.8, 9.0]), tmp_path / "c", tmp_path / "l")
+    curves, lr = figs
+    mae = curves.axes[1]
+    assert mae.lines[0].get_xdata().tolist() == [0, 1, 2, 3, 4, 5]  # as metrics.csv, the log
+    labels = [t.get_text() for t in mae.get_legend().get_texts()]
+    assert "best: epoch 4, 8.80 months" in labels
+    assert mae.get_yscale() == "log"  # early spikes would flatten the end
+    figs.clear()
+    plots.training_curves(rows([10, 9.5, 9.4]), tmp_path / "c", tmp_path / "l")
+    assert figs[0].axes[1].get_yscale() == "linear"
+    assert all(float(t) == int(t) for t in figs[0].axes[1].get_xticks())  # whole epochs only
