@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import pytest
@@ -27,7 +28,8 @@ def run_child(code: str, tmp_path) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_predict_and_evaluate_without_importing_torch(tmp_path):
+def labelled_films(tmp_path) -> Path:
+    """12 synthetic films with labels.csv: enough to evaluate and calibrate."""
     d = tmp_path / "films"
     d.mkdir()
     lines = ["id,boneage,male"]
@@ -36,6 +38,11 @@ def test_predict_and_evaluate_without_importing_torch(tmp_path):
         cv2.imwrite(str(d / f"s{i}.png"), film)
         lines.append(f"s{i},{40 + 12 * i},{i % 2}")
     (d / "labels.csv").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def test_predict_and_evaluate_without_importing_torch(tmp_path):
+    d = labelled_films(tmp_path)
     out = run_child(f"""
         import json, sys
         from boneage.cli import main
@@ -90,14 +97,7 @@ def test_a_recalibrated_copy_of_the_bundled_model_runs_where_the_bundled_one_doe
 
     from boneage.models.checkpoint import BUNDLED
 
-    d = tmp_path / "films"
-    d.mkdir()
-    lines = ["id,boneage,male"]
-    for i in range(12):
-        film, _ = synthetic_film(height=400, width=320, seed=i)
-        cv2.imwrite(str(d / f"s{i}.png"), film)
-        lines.append(f"s{i},{40 + 12 * i},{i % 2}")
-    (d / "labels.csv").write_text("\n".join(lines) + "\n")
+    d = labelled_films(tmp_path)
     shipped = hashlib.sha256((BUNDLED / "default.json").read_bytes()).hexdigest()
     out = run_child(f"""
         import json, sys
