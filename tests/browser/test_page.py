@@ -136,6 +136,18 @@ def test_several_films_give_a_table(server, browser):
     assert not page.is_visible("#chart svg")  # no chronological age: no bare chart
     assert page.is_visible("#no-age")
     page.screenshot(path=str(ARTIFACTS / "page-batch.png"), full_page=True)
+    # the table as a CSV file, one row per film, the numbers the table shows
+    import csv
+
+    with page.expect_download() as dl:
+        page.click("#csv")
+    assert dl.value.suggested_filename == "bone-age-results.csv"
+    with open(dl.value.path(), newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["file"] for r in table] == ["1489.png", "1513.png", "1515.png"]
+    shown = page.inner_text("#batch tbody tr:nth-child(2) td:nth-child(3)")
+    assert f"({float(table[1]['bone_age_months']):.1f} mo)" in shown
+    assert all(r["sex"] == "F" and r["error"] == "" and r["sds"] == "" for r in table)
 
 
 def test_a_server_with_an_api_key(keyed_server, browser):

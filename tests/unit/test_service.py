@@ -61,6 +61,15 @@ def test_predict_same_keys_as_cli_json(client):
     from boneage.inference.api import RESULT_COLUMNS
 
     assert list(body)[: len(RESULT_COLUMNS)] == list(RESULT_COLUMNS)
+    # the page's "Download the table (CSV)" writes the same columns as `predict --format csv`
+    import json
+    import re
+
+    from boneage.service.app import STATIC
+
+    js = (STATIC / "app.js").read_text()
+    page_columns = json.loads(re.search(r"CSV_COLUMNS = (\[[^\]]*\])", js).group(1))
+    assert page_columns == list(RESULT_COLUMNS)
     assert body["sex"] == "F" and body["chronological_age_months"] == 100
     assert body["category"] in ("delayed", "normal", "advanced")
     film, heat = decode_data_url(body["film"]), decode_data_url(body["heatmap"])

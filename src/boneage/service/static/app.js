@@ -103,7 +103,29 @@ function renderBatch() {
     tr.addEventListener("click", () => { if (row.res) { selected = i; renderBatch(); render(row.res, row.file.name); } });
     tb.appendChild(tr);
   });
-  $("batch").hidden = rows.length < 2;
+  $("batch-box").hidden = rows.length < 2;
+}
+
+// The table as the CLI's CSV (`boneage predict --format csv`): the same columns (a test holds
+// them to RESULT_COLUMNS), plus the error of a film that failed. Text cells that a spreadsheet would run as a formula are
+// quoted with a leading apostrophe (a file may be named "=HYPERLINK(...)").
+const CSV_COLUMNS = ["file", "sex", "bone_age_months", "bone_age_years", "interval_low_months",
+  "interval_high_months", "chronological_age_months", "difference_months", "sds", "category", "warnings"];
+function csvCell(v, text) {
+  let s = v === null || v === undefined ? "" : String(v);
+  if (text && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+function batchCsv() {
+  const lines = [CSV_COLUMNS.concat(["error"]).join(",")];
+  for (const row of rows) {
+    const r = row.res || {};
+    const cells = CSV_COLUMNS.map(k => k === "file" ? csvCell(row.file.name, true)
+      : k === "warnings" ? csvCell((r.warnings || []).join("; "), true)
+      : csvCell(r[k], k === "sex" || k === "category"));
+    lines.push(cells.concat([csvCell(row.error || "", true)]).join(","));
+  }
+  return lines.join("\r\n") + "\r\n";
 }
 
 async function ensureReference() {
@@ -189,7 +211,7 @@ $("form").addEventListener("submit", async (ev) => {
   const btn = $("estimate");
   btn.disabled = true;
   rows = []; selected = -1;
-  $("result").hidden = true; $("batch").hidden = true;
+  $("result").hidden = true; $("batch-box").hidden = true;
   try {
     for (let i = 0; i < files.length; i++) {
       btn.textContent = files.length > 1 ? `Estimating ${i + 1}/${files.length}…` : "Estimating…";
@@ -224,6 +246,12 @@ $("report").addEventListener("click", async () => {
     const a = document.createElement("a");
     a.href = URL.createObjectURL(await r.blob()); a.download = m ? m[1] : "bone-age-report.pdf"; a.click();
   } catch (e) { showError(e.message); }
+});
+
+$("csv").addEventListener("click", () => {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([batchCsv()], { type: "text/csv" }));
+  a.download = "bone-age-results.csv"; a.click();
 });
 
 $("show-heatmap").addEventListener("change", showImage);
