@@ -237,11 +237,23 @@ def test_calibrate_out_writes_a_copy_and_leaves_the_model(model_path, folder, tm
     assert f"copy in {copy} (use --model {copy})" in capsys.readouterr().out
     assert card.read_bytes() == before  # the model is as it was
     assert sorted(f.name for f in copy.iterdir()) == ["m.json", "m.safetensors"]
-    assert read_card(copy / "m.safetensors")["calibration"]["n"] == 12
+    again = read_card(copy / "m.safetensors")
+    assert again["calibration"]["n"] == 12 and "recalibrated" not in read_card(model_path)
+    assert (again["recalibrated"]["from"], again["recalibrated"]["labels"],
+            again["recalibrated"]["n"]) == (str(model_path), "cal.csv", 12)
+    from boneage.models.card import render_markdown
+
+    assert "calibrated on 12 films of cal.csv" in render_markdown(again)
+    assert "calibrated on the validation films" in render_markdown(read_card(model_path))
     r = load_model(str(copy)).predict(folder / "c3.png", sex="M")  # the folder is the model
     assert r.interval_low_months < r.bone_age_months < r.interval_high_months
     assert "model not calibrated: no interval" in load_model(str(model_path)).predict(
         folder / "c3.png", sex="M").warnings
+    # recalibrated again in place, the copy still says what it is a copy of
+    assert main([*args, "--model", str(copy), "--coverage", "0.8"]) == 0
+    again = read_card(copy / "m.safetensors")
+    assert again["recalibrated"]["from"] == str(model_path)
+    assert again["calibration"]["coverage"] == 0.8
     # a folder that holds something already is refused before any film is read
     assert main([*args, "--model", str(model_path), "--out", str(copy)]) == 2
     err = capsys.readouterr().err

@@ -170,8 +170,20 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
         from boneage.inference.quality import embedding_reference
 
         card["embedding"] = embedding_reference(est.features)
+    if out is not None or "recalibrated" in card:  # a copy says what it is a copy of
+        import datetime
+
+        card["recalibrated"] = {"from": card.get("recalibrated", {}).get("from", str(model)),
+                                "labels": Path(labels).name, "subset": subset, "n": int(len(y)),
+                                "date": datetime.date.today().isoformat()}
     if out is None:
         write(card_path(predictor.path), card)
+        markdown = card_path(predictor.path).with_suffix(".md")
+        if markdown.is_file():  # a copy's markdown card follows its JSON card
+            from boneage.fileio import atomic_write_text
+            from boneage.models.card import render_markdown
+
+            atomic_write_text(markdown, render_markdown(card))
         copy = {}
     else:
         copy = {"copy": str(copy_model(predictor.path, card, out))}

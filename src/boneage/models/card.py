@@ -20,8 +20,8 @@ LIMITS = [
     "reduces but does not remove it): see the bias by age band below.",
     "Films that are not a left hand radiograph (other body parts, photographs, colour "
     "pictures, noise) are flagged as not meaningful, not refused: read the warnings.",
-    "The interval is a 90% split-conformal interval calibrated on the validation films; it "
-    "holds on average over films like those, not for every film.",
+    "The interval is a 90% split-conformal interval calibrated on {calibrated}; it holds on "
+    "average over films like those, not for every film.",
 ]
 
 
@@ -61,8 +61,18 @@ def render_markdown(card: dict[str, Any]) -> str:
               "(pipeline below) and sex; output: bone age in months",
               f"- Weights: {card.get('weights_dtype', 'float32')} safetensors"
               + (" and an ONNX graph reading the same weights" if card.get("onnx") else ""), ""]
+    again = card.get("recalibrated")
+    calibrated = (f"{again['n']:,} films of {again['labels']}" if again
+                  else "the validation films")
     lines += ["## Intended use", "", INTENDED_USE, "", "## Limits", ""]
-    lines += [f"- {t}" for t in LIMITS] + [""]
+    lines += [f"- {t.format(calibrated=calibrated)}" for t in LIMITS] + [""]
+    if again:  # a copy made by `calibrate --out`: what changed, and what did not
+        lines += ["## Recalibration", "",
+                  f"A copy of `{again['from']}` recalibrated on {again['n']:,} films of "
+                  f"{again['labels']} (`boneage calibrate --out`, {again['date']}): the "
+                  "interval, the output correction and the \"not a hand\" reference were "
+                  "refitted on them; the weights, the preprocessing and the evaluation below "
+                  "are the original model's.", ""]
     io = card.get("io")
     if io:
         lines += ["## Inputs and outputs", "",
