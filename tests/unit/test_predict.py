@@ -275,6 +275,9 @@ def test_calibrate_out_writes_a_copy_and_leaves_the_model(model_path, folder, tm
     assert main([*args, "--model", "default", "--out", str(tmp_path / "ours")]) == 0
     assert (shipped / "default.json").read_bytes() == before
     assert "calibration" in read_card(tmp_path / "ours" / "default.safetensors")
+    # what the page, the API's answers and the PDF report name it
+    assert load_model(str(tmp_path / "ours")).name.endswith(", recalibrated on cal.csv")
+    assert "recalibrated" not in load_model("default").name
 
 
 def test_installed_models_by_name(tmp_path, monkeypatch, capsys):

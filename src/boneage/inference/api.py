@@ -133,10 +133,13 @@ class BoneAgeModel:
 
     @property
     def name(self) -> str:
-        """The card's name, else the run folder's (for RUN/best.safetensors), else the file's."""
+        """The card's name, else the run folder's (for RUN/best.safetensors), else the file's;
+        a recalibrated copy says so (the page, the API's answers and the PDF report show it)."""
         p = self.predictor.path
         fallback = f"{p.parent.name}/{p.stem}" if p.stem in ("best", "last") else p.stem
-        return str(self.card.get("name", fallback))
+        again = self.card.get("recalibrated")
+        return str(self.card.get("name", fallback)) + (
+            f", recalibrated on {again['labels']}" if again else "")
 
     def predict(self, image: str | Path | bytes | np.ndarray, sex: Any = None,
                 chronological_age_months: float | None = None) -> BoneAgeResult:
