@@ -180,10 +180,9 @@ def main() -> None:
     # one card serves both files (default.safetensors and default.onnx share default.json)
     card = json.loads((install / "default.json").read_text())
     card["onnx_parity_max_abs_months"] = round(parity, 4)
-    (install / "default.json").write_text(json.dumps(card, indent=2) + "\n")
-    from boneage.models.card import render_markdown
+    from boneage.models.checkpoint import write_card
 
-    (install / "default.md").write_text(render_markdown(card))
+    write_card(install / "default.safetensors", card, markdown=True)  # default.json + .md
     summary = {"heldout": card["heldout_metrics"], "onnx_parity": parity,
                "calibration": card.get("calibration")}
     (ROOT / "benchmarks/results/default_model.json").write_text(

@@ -266,6 +266,7 @@ def test_calibrate_out_writes_a_copy_and_leaves_the_model(model_path, folder, tm
     shipped.mkdir()
     model_path.with_suffix(".safetensors").rename(shipped / "default.safetensors")
     card.rename(shipped / "default.json")
+    (shipped / "default.md").write_text("# Model card: default\n")  # as the bundled one has
     monkeypatch.setattr(checkpoint, "BUNDLED", shipped)
     monkeypatch.setattr(api, "BUNDLED", shipped)
     assert main([*args, "--model", "default"]) == 2
@@ -275,6 +276,8 @@ def test_calibrate_out_writes_a_copy_and_leaves_the_model(model_path, folder, tm
     assert main([*args, "--model", "default", "--out", str(tmp_path / "ours")]) == 0
     assert (shipped / "default.json").read_bytes() == before
     assert "calibration" in read_card(tmp_path / "ours" / "default.safetensors")
+    assert "## Recalibration" in (tmp_path / "ours" / "default.md").read_text()
+    assert (shipped / "default.md").read_text() == "# Model card: default\n"
     # what the page, the API's answers and the PDF report name it
     assert load_model(str(tmp_path / "ours")).name.endswith(", recalibrated on cal.csv")
     assert "recalibrated" not in load_model("default").name

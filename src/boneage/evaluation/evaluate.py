@@ -132,10 +132,9 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
     hand" check on labelled films; store them in the model card, or with `out` in the card of
     a copy of the model in that new folder (the only way for an installed model: the package's
     own card stays as shipped)."""
-    from boneage.fileio import atomic_write_json as write
     from boneage.inference.correction import apply_correction, check_weight, fit_correction
     from boneage.inference.uncertainty import CANDIDATE_VIEWS, TTAPlan, calibrate
-    from boneage.models.checkpoint import BUNDLED, card_path, check_new_folder, copy_model
+    from boneage.models.checkpoint import BUNDLED, check_new_folder, copy_model, write_card
 
     if not 0.5 <= coverage < 1:
         raise BoneAgeError("coverage must be in [0.5, 1)")
@@ -177,13 +176,7 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
                                 "labels": Path(labels).name, "subset": subset, "n": int(len(y)),
                                 "date": datetime.date.today().isoformat()}
     if out is None:
-        write(card_path(predictor.path), card)
-        markdown = card_path(predictor.path).with_suffix(".md")
-        if markdown.is_file():  # a copy's markdown card follows its JSON card
-            from boneage.fileio import atomic_write_text
-            from boneage.models.card import render_markdown
-
-            atomic_write_text(markdown, render_markdown(card))
+        write_card(predictor.path, card)  # (and a copy's markdown card with it)
         copy = {}
     else:
         copy = {"copy": str(copy_model(predictor.path, card, out))}

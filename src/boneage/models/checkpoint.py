@@ -168,6 +168,21 @@ def resolve_model_path(spec: str | Path) -> Path:
     return p
 
 
+def _markdown_path(weights: Path) -> Path:
+    return weights.parent / f"{weights.stem}.md"
+
+
+def write_card(weights: str | Path, card: dict[str, Any], markdown: bool | None = None) -> None:
+    """The card beside the weights, and its markdown rendering (`default.md`) with it when
+    `markdown`, or by default where there is one already: the two never disagree."""
+    weights = Path(weights)
+    atomic_write_json(card_path(weights), card)
+    if markdown or (markdown is None and _markdown_path(weights).is_file()):
+        from boneage.models.card import render_markdown
+
+        atomic_write_bytes(_markdown_path(weights), render_markdown(card).encode())
+
+
 RUN_FILES = ("config.yaml", "split.csv")  # what `evaluate --subset` reads from a run folder
 
 
@@ -196,19 +211,14 @@ def copy_model(path: str | Path, card: dict[str, Any], out: str | Path) -> Path:
 
     src = Path(path)
     out = check_new_folder(out)
-    stem = src.with_suffix("")
-    files = [stem.with_suffix(x) for x in (".safetensors", ".onnx")]
+    files = [src.parent / f"{src.stem}{x}" for x in (".safetensors", ".onnx")]
     files = [f for f in files if f.is_file()] + [
         f for f in (src.parent / n for n in RUN_FILES) if f.is_file()]
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         for f in files:  # the graph keeps reading its weights by file name: names are kept
             shutil.copyfile(f, tmp / f.name)
-        atomic_write_json(card_path(tmp / src.name), card)
-        if stem.with_suffix(".md").is_file():
-            from boneage.models.card import render_markdown
-
-            atomic_write_bytes(tmp / f"{stem.name}.md", render_markdown(card).encode())
+        write_card(tmp / src.name, card, markdown=_markdown_path(src).is_file())
         publish_folder(tmp, out)
     except OSError as e:
         raise BoneAgeError(f"{out}: cannot write the copy ({e.strerror or e})") from None
