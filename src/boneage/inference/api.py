@@ -97,11 +97,19 @@ def check_age(months: float | None, what: str = "chronological age") -> float | 
     return m
 
 
+def given_sex(value: Any) -> bool | None:
+    """The sex given (True for male), None when none was; an unrecognised value is an error."""
+    if value is None or value == "":
+        return None
+    male = value if isinstance(value, bool) else parse_sex(value)
+    if male is None:
+        raise BoneAgeError(f"unknown sex {value!r} (use M or F)")
+    return male
+
+
 def resolve_sex(value: Any, film: Film) -> bool:
-    if value is not None and value != "":
-        male = value if isinstance(value, bool) else parse_sex(value)
-        if male is None:
-            raise BoneAgeError(f"unknown sex {value!r} (use M or F)")
+    male = given_sex(value)
+    if male is not None:
         return male
     if film.male is not None:
         return film.male

@@ -16,12 +16,13 @@ from typing import IO, Any
 import numpy as np
 
 from boneage.data.images import list_images, skipped_summary
-from boneage.data.labels import parse_sex, read_labels
+from boneage.data.labels import read_labels
 from boneage.errors import BoneAgeError
 from boneage.inference.api import (
     RESULT_COLUMNS,
     BoneAgeModel,
     BoneAgeResult,
+    given_sex,
     read_film,
     without_pixels,
 )
@@ -179,8 +180,7 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
 
     opts = opts or BatchOptions()
     opts.chronological_age = check_age(opts.chronological_age)
-    if opts.sex not in (None, "") and parse_sex(opts.sex) is None:  # before the table's header
-        raise BoneAgeError(f"unknown sex {opts.sex!r} (use M or F)")
+    given_sex(opts.sex)  # an unknown --sex stops before the table's header is written
     if opts.out and Path(opts.out).is_dir():
         raise BoneAgeError(f"{opts.out}: a folder; --out takes a file name (results.csv)")
     by_id = from_labels(opts.labels, opts.skip_invalid)  # a bad labels file stops first
