@@ -49,6 +49,13 @@ def test_api_same_numbers_for_path_bytes_and_array(model_path, folder):
     assert list(a.to_dict()) == list(RESULT_COLUMNS)
     batch = m.predict_batch([path, folder / "f1.png"], sex=["F", "M"])
     assert batch[0].bone_age_months == a.bone_age_months and batch[1].sex == "M"
+    # an array is read as a file would be: grey stored as colour is grey, colour is noted
+    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    d = m.predict(np.dstack([grey] * 3), sex="F", chronological_age_months=100)
+    assert d.bone_age_months == a.bone_age_months and d.warnings == a.warnings
+    e = m.predict(np.dstack([grey, grey // 2, 255 - grey]), sex="F")
+    assert any("colour picture" in w for w in e.warnings)
+    assert m.predict_batch([], sex=[]) == []
 
 
 def test_api_input_errors(model_path, folder, tmp_path, monkeypatch):
@@ -61,6 +68,12 @@ def test_api_input_errors(model_path, folder, tmp_path, monkeypatch):
         m.predict(folder / "f0.png", sex="M", chronological_age_months=900)
     with pytest.raises(BoneAgeError, match="not an image"):
         m.predict(b"hello", sex="M")
+    for bad, words in ((np.zeros(100), "not shape"), (np.zeros((0, 4)), "empty"),
+                       (np.full((50, 50), np.nan), "NaN"), (np.array([["a"]]), "real numbers")):
+        with pytest.raises(BoneAgeError, match=words):
+            m.predict(bad, sex="M")
+    with pytest.raises(BoneAgeError, match="1 value.s. for 2 film"):
+        m.predict_batch([folder / "f0.png"] * 2, sex=["M"])
     with pytest.raises(BoneAgeError, match="not a model"):
         load_model("nosuchmodel")
     from boneage.inference import api

@@ -67,7 +67,8 @@ class Film:
 
 def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) -> Film:
     if isinstance(source, np.ndarray):
-        return Film(name or "array", ToUint8()(source, {}))
+        notes: list[str] = []
+        return Film(name or "array", _array_pixels(source, name or "array", notes), notes=notes)
     data = source if isinstance(source, bytes) else read_bytes(source)
     label = name or (str(source) if not isinstance(source, bytes) else "upload")
     if sniff_format(data) == "dicom":
@@ -78,6 +79,28 @@ def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) 
                     d.study_date.isoformat() if d.study_date else None, list(d.notes))
     notes: list[str] = []
     return Film(label, ToUint8()(decode_image(data, label, notes), {}), notes=notes)
+
+
+def _array_pixels(a: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+    """A caller's array as a film's 8-bit grey levels, as a file's would be: H x W (any
+    numeric type), or H x W x 1/3/4 (grey stored as colour, or colour, noted as such)."""
+    from boneage.data.images import COLOUR_NOTE, is_colour, to_gray
+
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise BoneAgeError(f"{name}: a film array holds real numbers, not {a.dtype}")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4))):
+        raise BoneAgeError(f"{name}: a film array is H x W grey levels (or H x W x 3 colour), "
+                           f"not shape {a.shape}")
+    if a.size == 0:
+        raise BoneAgeError(f"{name}: an empty film array, shape {a.shape}")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise BoneAgeError(f"{name}: the film array holds NaN or infinite values")
+    a = ToUint8()(a, {})
+    if is_colour(a):
+        notes.append(COLOUR_NOTE)
+    return to_gray(a)
 
 
 def without_pixels(film: Film) -> Film:
@@ -159,6 +182,12 @@ class BoneAgeModel:
         sexes = sex if isinstance(sex, (list, tuple)) else [sex] * n
         ages = (chronological_age_months if isinstance(chronological_age_months, (list, tuple))
                 else [chronological_age_months] * n)
+        for what, values in (("sex", sexes), ("chronological_age_months", ages)):
+            if len(values) != n:
+                raise BoneAgeError(f"{what}: {len(values)} value(s) for {n} film(s); give one "
+                                   "per film, or one for all")
+        if n == 0:
+            return []
         return self.predict_films([read_film(i) for i in images], sexes, ages)
 
     def prepare(self, film: Film) -> tuple[np.ndarray, dict[str, Any]]:
