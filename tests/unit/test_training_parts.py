@@ -142,3 +142,16 @@ def test_training_curves_number_epochs_as_the_log_and_mark_the_best(tmp_path, mo
     plots.training_curves(rows([10, 9.5, 9.4]), tmp_path / "c", tmp_path / "l")
     assert figs[0].axes[1].get_yscale() == "linear"
     assert all(float(t) == int(t) for t in figs[0].axes[1].get_xticks())  # whole epochs only
+
+
+def test_resume_with_a_damaged_state_is_one_line_and_changes_nothing(tmp_path, capsys):
+    from boneage.cli import main
+
+    run = tmp_path / "run"
+    (run / "state").mkdir(parents=True)
+    (run / "config.yaml").write_text("epochs: 2\n")
+    (run / "state" / "last.ckpt").write_bytes(b"PK\x03\x04" + b"\0" * 200)  # a zip cut short
+    assert main(["train", "--resume", str(run), "--epochs", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "last.ckpt: damaged" in err and err.count("\n") == 1
+    assert (run / "config.yaml").read_text() == "epochs: 2\n"  # not extended

@@ -41,9 +41,16 @@ def check_run_dir(out: Path, resume: bool) -> None:
     if resume:
         if not (out / "config.yaml").is_file():
             raise BoneAgeError(f"{out}: no run to resume here (no config.yaml)")
-        if not (out / "state" / "last.ckpt").is_file():
+        state = out / "state" / "last.ckpt"
+        if not state.is_file():
             raise BoneAgeError(f"{out}: the run has no saved state yet (it stopped before its "
                                "first epoch ended); start it again with a new --out")
+        import zipfile
+
+        if not zipfile.is_zipfile(state):  # written atomically, so damaged after the fact
+            raise BoneAgeError(f"{state}: damaged (not a whole checkpoint: a copy cut short?); "
+                               "restore it, or start a new run from the weights with --init "
+                               f"{out}")
         return
     if (out / "config.yaml").exists() or (out / "state").exists():
         raise BoneAgeError(f"{out}: this folder already holds a run; use --resume {out} to "
