@@ -153,6 +153,15 @@ def test_cli_predict_json_labels_heatmap_and_onnx(model_path, folder, tmp_path, 
     assert [x["sex"] for x in lines] == ["F", "M", "F"]
     assert sorted(p.name for p in (tmp_path / "hm").iterdir()) == \
         ["f0.heatmap.png", "f1.heatmap.png", "f2.heatmap.png"]
+    # two films of one name in two folders: neither's heatmap overwrites the other's
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "f0.png").write_bytes((folder / "f1.png").read_bytes())
+    assert main(["predict", str(folder / "f0.png"), str(tmp_path / "other" / "f0.png"),
+                 "--sex", "F", "--model", str(model_path), "--heatmap",
+                 str(tmp_path / "hm2")]) == 0
+    assert sorted(p.name for p in (tmp_path / "hm2").iterdir()) == \
+        ["films_f0.heatmap.png", "other_f0.heatmap.png"]
+    capsys.readouterr()
     pytest.importorskip("onnxruntime")
     onnx = tmp_path / "m.onnx"
     assert main(["export", "--model", str(model_path), "--out", str(onnx)]) == 0
@@ -162,6 +171,13 @@ def test_cli_predict_json_labels_heatmap_and_onnx(model_path, folder, tmp_path, 
     lines2 = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     for a, b in zip(lines, lines2, strict=True):
         assert abs(a["bone_age_months"] - b["bone_age_months"]) <= 0.1  # rounded to 0.1
+
+
+def test_output_names_never_collide():
+    from boneage.inference.batch import output_stems
+
+    files = [Path("a/x.png"), Path("b/x.dcm"), Path("a_x.png"), Path("y.png"), Path("a/x.png")]
+    assert output_stems(files) == ["a_x", "b_x", "a_x-2", "y", "a_x-3"]
 
 
 def test_calibrate_then_intervals(model_path, folder, tmp_path, capsys):

@@ -191,6 +191,7 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
         if folder:
             ensure_writable_dir(folder)
     extras = bool(opts.heatmap_dir or opts.report_dir)
+    stems = output_stems(files)
     tasks = [(i, str(p), model.predictor.pipeline, extras) for i, p in enumerate(files)]
     pending: list[tuple[int, Any, Any, float | None]] = []  # (index, (film, prepared), sex, age)
     done = 0
@@ -207,7 +208,7 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
             writer.write(r)
             done += 1
             if extras:
-                _write_extras(model, files[i], film, prepared, s, r, opts)
+                _write_extras(model, files[i], stems[i], film, prepared, s, r, opts)
         pending.clear()
 
     with output_stream(opts.out) as stream:
@@ -233,8 +234,27 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
     return done, errors
 
 
-def _write_extras(model: BoneAgeModel, path: Path, film: Any, prepared: Any, sex: Any,
-                  result: BoneAgeResult, opts: BatchOptions) -> None:
+def output_stems(files: list[Path]) -> list[str]:
+    """A name per film for its heatmap and report: the file's stem, or where films share one
+    (a/1.png and b/1.png) the stem after its folder's name (a_1, b_1): no film's output
+    overwrites another's."""
+    from collections import Counter
+
+    counts = Counter(p.stem for p in files)
+    used: set[str] = set()
+    stems = []
+    for p in files:
+        base = p.stem if counts[p.stem] == 1 else f"{p.parent.name}_{p.stem}"
+        name, k = base, 2
+        while name in used:
+            name, k = f"{base}-{k}", k + 1
+        used.add(name)
+        stems.append(name)
+    return stems
+
+
+def _write_extras(model: BoneAgeModel, path: Path, stem: str, film: Any, prepared: Any,
+                  sex: Any, result: BoneAgeResult, opts: BatchOptions) -> None:
     """The heatmap PNG and/or the one-page PDF report for one film, from the film and the
     preparation already made for its estimate."""
     import cv2
@@ -246,11 +266,11 @@ def _write_extras(model: BoneAgeModel, path: Path, film: Any, prepared: Any, sex
     if opts.heatmap_dir and pic is not None:
         ok, buf = cv2.imencode(".png", pic)
         if ok:
-            atomic_write_bytes(Path(opts.heatmap_dir) / f"{path.stem}.heatmap.png",
+            atomic_write_bytes(Path(opts.heatmap_dir) / f"{stem}.heatmap.png",
                                np.asarray(buf).tobytes())
     if opts.report_dir:
         from boneage.inference.report import pdf_report
 
-        atomic_write_bytes(Path(opts.report_dir) / f"{path.stem}.report.pdf",
+        atomic_write_bytes(Path(opts.report_dir) / f"{stem}.report.pdf",
                            pdf_report(model, result, film.pixels, pic, identifier=path.name,
                                       study_date=film.study_date))
