@@ -214,7 +214,14 @@ def test_calibrate_then_intervals(model_path, folder, tmp_path, capsys):
     assert len(rows) == iv["n"] and abs(np.mean(inside) - iv["coverage"]) <= 1 / len(rows)
     assert all(float(r["interval_low_months"]) < float(r["predicted_months"])
                < float(r["interval_high_months"]) for r in rows)
-    assert "90% interval" in (tmp_path / "ev" / "report.html").read_text()
+    report = (tmp_path / "ev" / "report.html").read_text()
+    assert "90% interval" in report
+    # the largest errors, worst first, each film with what the model saw of it
+    worst = max(rows, key=lambda r: abs(float(r["error_months"])))
+    assert report.count("<figure>") == min(12, len(rows)) and "largest errors" in report
+    first = report.split("<figure>")[1]
+    assert f"<b>{worst['id']}</b>" in first and first.count("<img src='data:image/jpeg") == 2
+    assert f"(<b>{float(worst['error_months']):+.0f}</b>)" in first
     # without --choose-views the card's plan stays; a hand-edited plan that makes no sense is
     # one line
     card = read_card(model_path)

@@ -17,6 +17,8 @@ from boneage.preprocess.prepare import cpu_count, preprocess_many
 if TYPE_CHECKING:
     from boneage.inference.predictor import Estimates
 
+WORST = 12  # films in the report's "largest errors" gallery
+
 
 def select_subset(table: LabelTable, run_dir: Path | None, subset: str | None) -> LabelTable:
     """Keep only the films of one part (train/val/test) of the model's run split."""
@@ -96,8 +98,31 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
         from boneage.plots import evaluation_figures
 
         figures = evaluation_figures(y, pred, male, metrics, outdir)
-        write_report(outdir / "report.html", metrics, figures, predictor.card, run_dir)
+        write_report(outdir / "report.html", metrics, figures, predictor.card, run_dir,
+                     largest_errors(predictor, recs, pred))
     return metrics, errors
+
+
+def largest_errors(predictor, recs: list, pred: np.ndarray, k: int = WORST
+                   ) -> list[dict[str, Any]]:
+    """The k films read worst, each with the film and what the model saw of it (its cached
+    preprocessing): a failed hand crop, a turned hand or a fist shows at a glance."""
+    from boneage.data.images import read_image
+    from boneage.preprocess.steps import ToUint8
+
+    err = pred - np.array([r.months for r in recs], float)
+    worst = []
+    for i in np.argsort(-np.abs(err))[:k]:
+        r = recs[int(i)]
+        try:
+            film = ToUint8()(read_image(r.path), {})
+            seen = predictor.pipeline.cached_part(film, {})
+        except BoneAgeError:  # read once already; a file changed since is left out
+            continue
+        worst.append({"id": r.id, "male": bool(r.male), "true": float(r.months),
+                      "predicted": float(pred[i]), "error": float(err[i]), "film": film,
+                      "input": seen})
+    return worst
 
 
 def _chosen_plan(y: np.ndarray, est: Estimates) -> tuple[Estimates, dict[str, Any]]:

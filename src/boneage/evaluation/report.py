@@ -13,7 +13,9 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;margin:.5em 0}.figs{display:grid;grid-template-columns:1fr 1fr;gap:1em}
-.note{color:#666;font-size:.9em}"""
+.note{color:#666;font-size:.9em}.worst{display:flex;flex-wrap:wrap;gap:1em}
+.worst figure{margin:0;max-width:340px}.worst img{height:180px;width:auto;margin:0 4px 0 0}
+.worst figcaption{font-size:.85em}"""
 
 
 def data_url(path: str | Path) -> str:
@@ -73,8 +75,36 @@ def _interval_part(iv: dict[str, Any] | None) -> list[str]:
             "interval.</p>"]
 
 
+def image_url(img: Any, height: int = 180) -> str:
+    """A grey-level array as a small embedded JPEG (the report stays one file)."""
+    import cv2
+
+    scale = height / img.shape[0]
+    small = cv2.resize(img, (max(1, round(img.shape[1] * scale)), height),
+                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode() if ok else ""
+
+
+def _worst_part(worst: list[dict[str, Any]]) -> list[str]:
+    """The films read worst: each film beside what the model saw of it."""
+    if not worst:
+        return []
+    cells = "".join(
+        f"<figure><img src='{image_url(w['film'])}' alt='film {html.escape(w['id'])}'>"
+        f"<img src='{image_url(w['input'])}' alt='model input'><figcaption>"
+        f"<b>{html.escape(w['id'])}</b> ({'M' if w['male'] else 'F'}): true "
+        f"{w['true']:.0f}, estimated {w['predicted']:.0f} months "
+        f"(<b>{w['error']:+.0f}</b>)</figcaption></figure>" for w in worst)
+    return [f"<h2>The {len(worst)} largest errors</h2>",
+            "<p class='note'>Each film beside what the model saw of it (its preprocessing: the "
+            "hand's box, as the network's input). All errors are in predictions.csv.</p>",
+            f"<div class='worst'>{cells}</div>"]
+
+
 def write_report(path: Path, metrics: dict[str, Any], figures: dict[str, Path],
-                 card: dict[str, Any], run_dir: Path | None) -> None:
+                 card: dict[str, Any], run_dir: Path | None,
+                 worst: list[dict[str, Any]] | None = None) -> None:
     parts = [
         f"<p>Model <b>{html.escape(card['arch'])}</b> ({html.escape(metrics['model'])}) on "
         f"{html.escape(metrics['labels'])}"
@@ -87,6 +117,7 @@ def write_report(path: Path, metrics: dict[str, Any], figures: dict[str, Path],
         *_interval_part(metrics.get("interval")),
         "<div class='figs'>" + "".join(f"<img src='{data_url(p)}' alt='{k}'>"
                                        for k, p in figures.items()) + "</div>",
+        *_worst_part(worst or []),
     ]
     if run_dir is not None and (run_dir / "curves.png").is_file():
         parts.append("<h2>Training</h2>")
