@@ -127,6 +127,10 @@ def test_an_age_column_under_another_name_is_said_not_dropped_silently(tmp_path)
     assert t.records[0].chronological_months is None and t.records[0].months is None
     (note,) = t.notes
     assert "'age_months', 'PatientAge' not read" in note and "chronological_age_months" in note
+    # a bare "age" beside sex: for predict (no bone age needed) likely the child's own age
+    csv.write_text("file,age,male\nf3,37.2,False\n")
+    t = read_labels(csv, require_age=False, require_images=False)
+    assert t.records[0].chronological_months is None and "'age' not read" in t.notes[0]
     csv.write_text("file,chronological_age_months,male\nf3,37.2,False\n")
     t = read_labels(csv, require_age=False, require_images=False)
     assert t.records[0].chronological_months == 37.2 and t.notes == []

@@ -166,6 +166,8 @@ def read_labels(
     used = (id_col, sex_col, age_col, chron_col)
     unread = [h for h in header if h not in used and _AGE_WORD.search(h)]
     # an age column under another name (a clinic's `age_months`) is said, not silently dropped
+    if not require_age and age_col is not None and _norm(age_col) in ("age", "months"):
+        unread.append(age_col)  # for predict a bare "age" is more likely the child's own
     notes = [f"{name}: column(s) {', '.join(map(repr, unread))} not read; name a bone age "
              "'boneage', the child's age 'chronological_age_months'"] if unread else []
     if images_dir is None:
