@@ -88,10 +88,16 @@ def test_api_input_errors(model_path, folder, tmp_path, monkeypatch):
 
 
 def test_cli_unwritable_output_is_one_line(model_path, folder, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
     assert main(["predict", str(folder / "f0.png"), "--sex", "M", "--model", str(model_path),
-                 "--out", str(tmp_path / "no" / "dir" / "r.csv")]) == 2
+                 "--out", str(blocker / "dir" / "r.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "cannot write" in err and "\n" not in err
+    # a folder that does not exist yet is made, as `evaluate --out` makes one
+    assert main(["predict", str(folder / "f0.png"), "--sex", "M", "--model", str(model_path),
+                 "--out", str(tmp_path / "new" / "dir" / "r.csv"), "--format", "csv"]) == 0
+    assert (tmp_path / "new" / "dir" / "r.csv").read_text().startswith("file,sex,")
 
 
 def test_dicom_header_gives_sex_and_age(model_path, tmp_path):

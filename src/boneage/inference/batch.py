@@ -154,8 +154,9 @@ def output_stream(out: str | None) -> Iterator[IO[str]]:
         return
     import tempfile
 
-    from boneage.fileio import publish
+    from boneage.fileio import ensure_writable_dir, publish
 
+    ensure_writable_dir(Path(out).parent)  # a new folder is made for it
     try:
         fd, tmp = tempfile.mkstemp(dir=Path(out).parent, prefix=f".{Path(out).name}.",
                                    suffix=".tmp")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from boneage.errors import BoneAgeError
-from boneage.fileio import atomic_write_json
+from boneage.fileio import atomic_write_json, ensure_writable_dir
 from boneage.inference.predictor import TorchPredictor
 from boneage.models.checkpoint import SCALE
 
@@ -33,6 +33,7 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weight
     from boneage.models.fusion import WithEmbedding
 
     src = TorchPredictor.load(spec)
+    ensure_writable_dir(out.parent)  # a new folder is made, as `evaluate --out` makes one
     size = int(src.card["input_size"])
     x = torch.rand(2, 1, size, size)
     sex = torch.tensor([1.0, 0.0])
