@@ -67,10 +67,11 @@ def training_curves(rows: list[dict], curves: str | Path, lr: str | Path) -> Non
     style = "o-" if len(rows) <= 30 else "-"  # dots only where they can be told apart
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
     for a, key, title in ((ax[0], "loss", "Huber loss"), (ax[1], "mae", "MAE (months)")):
-        for part, label in (("train", "train"), ("val", "validation")):
-            a.plot(epochs, _col(rows, f"{part}_{key}"), style, label=label)
+        series = [_col(rows, f"{part}_{key}") for part in ("train", "val")]
+        for values, label in zip(series, ("train", "validation"), strict=True):
+            a.plot(epochs, values, style, label=label)
         a.set_title(title)
-        values = np.r_[_col(rows, f"train_{key}"), _col(rows, f"val_{key}")]
+        values = np.concatenate(series)
         values = values[np.isfinite(values) & (values > 0)]
         if values.size and values.max() > 5 * values.min():  # the first epochs' spikes would
             a.set_yscale("log")  # flatten the end, where runs differ by tenths of a month

@@ -315,10 +315,10 @@ def load_model(spec: str | Path = "default", backend: str | None = None, tta: bo
     has_twin = twin is not None and twin.is_file()
     explainer = None
     if backend is None:
-        torch = _installed("torch")
-        fast = has_twin and (not torch or (name is not None and _installed("onnxruntime")))
+        has_torch = _installed("torch")
+        fast = has_twin and (not has_torch or (name is not None and _installed("onnxruntime")))
         backend = "onnx" if Path(spec).suffix == ".onnx" or fast else "torch"
-        if fast and explain and _installed("torch"):
+        if fast and explain and has_torch:
             explainer = load_predictor(spec, "torch")
     if backend == "onnx" and has_twin:
         spec = twin

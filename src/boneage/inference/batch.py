@@ -156,6 +156,8 @@ def output_stream(out: str | None) -> Iterator[IO[str]]:
 
     from boneage.fileio import ensure_writable_dir, publish
 
+    if Path(out).is_dir():
+        raise BoneAgeError(f"{out}: a folder; --out takes a file name (results.csv)")
     ensure_writable_dir(Path(out).parent)  # a new folder is made for it
     try:
         fd, tmp = tempfile.mkstemp(dir=Path(out).parent, prefix=f".{Path(out).name}.",
@@ -182,8 +184,6 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
     opts = opts or BatchOptions()
     opts.chronological_age = check_age(opts.chronological_age)
     given_sex(opts.sex)  # an unknown --sex stops before the table's header is written
-    if opts.out and Path(opts.out).is_dir():
-        raise BoneAgeError(f"{opts.out}: a folder; --out takes a file name (results.csv)")
     by_id = from_labels(opts.labels, opts.skip_invalid)  # a bad labels file stops first
     files, errors = expand(paths)
     for err in errors:

@@ -146,10 +146,13 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
                                       "the birth and study dates).", 110):
                 y -= 0.016
                 fig.text(left, y, line, fontsize=8.5, color="#333")
-        fig.text(left, 0.062, f"Model {model.name} ({model.card['arch']}), boneage "
-                 f"{__version__}; {_accuracy_line(model.card)}.", fontsize=7.5)
+        y = 0.062  # the model line wraps (a recalibrated copy's name carries a file name)
+        for line in textwrap.wrap(f"Model {model.name} ({model.card['arch']}), boneage "
+                                  f"{__version__}; {_accuracy_line(model.card)}.", 125):
+            fig.text(left, y, line, fontsize=7.5)
+            y -= 0.013
         for i, line in enumerate(textwrap.wrap(DISCLAIMER, 120)):
-            fig.text(left, 0.045 - 0.013 * i, line, fontsize=7.5, color="#a00")
+            fig.text(left, y - 0.004 - 0.013 * i, line, fontsize=7.5, color="#a00")
         buf = io.BytesIO()
         fig.savefig(buf, format="pdf")
         plt.close(fig)

@@ -15,7 +15,6 @@ reaches the disk).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import secrets
 import threading
@@ -37,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from boneage import __version__
 from boneage.data.images import sniff_format
 from boneage.errors import BoneAgeError, TooLarge
+from boneage.evaluation.report import jpeg_data_url
 from boneage.inference.api import BoneAgeModel, check_age, read_film, resolve_sex
 from boneage.service.schemas import Error, Health, ModelInfo, ModelList, Prediction
 
@@ -63,14 +63,6 @@ def _form_doc(names: tuple[str, ...]) -> dict[str, Any]:
              | {"description": d} for n, (t, d) in FIELDS.items() if n in names}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["file"], "properties": props}}}}}
-
-
-def jpeg_data_url(image) -> str:
-    """A picture for the page: JPEG (a 1,024 px film as PNG would be ~1 MB, as JPEG ~100 kB)."""
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return "data:image/jpeg;base64," + base64.b64encode(buf).decode()
 
 
 def _is_date(text: str) -> bool:
