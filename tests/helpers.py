@@ -73,6 +73,31 @@ def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", sex="F", ag
     return path
 
 
+def damage_bits_allocated(data: bytes) -> bytes:
+    """An explicit-VR DICOM whose BitsAllocated (a US, 2 bytes) claims and holds 3: pydicom
+    reads the file and fails only when the element is parsed."""
+    tag = b"\x28\x00\x00\x01US\x02\x00"
+    i = data.index(tag)
+    return data[:i] + b"\x28\x00\x00\x01US\x03\x00" + data[i + 8:i + 10] + b"\x00" + data[i + 10:]
+
+
+def undecodable_jpeg_dicom(path, bits_stored: int = 12):
+    """A DICOM whose pixel data is 12-bit JPEG Extended (which neither Pillow nor GDCM
+    decodes) holding junk."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGExtended12Bit
+
+    p = write_dicom(path, np.zeros((64, 64), np.uint16))
+    ds = pydicom.dcmread(p)
+    ds.file_meta.TransferSyntaxUID = JPEGExtended12Bit
+    ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc1" + bytes(200) + b"\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(p, enforce_file_format=True)
+    return p
+
+
 def png_header(w: int, h: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
     chunk = b"IHDR" + ihdr

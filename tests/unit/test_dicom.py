@@ -8,7 +8,11 @@ pydicom = pytest.importorskip("pydicom")
 from boneage.data.dicom import decode_dicom  # noqa: E402
 from boneage.data.images import read_image  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
-from tests.helpers import write_dicom  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    damage_bits_allocated,
+    undecodable_jpeg_dicom,
+    write_dicom,
+)
 
 
 def test_monochrome1_is_inverted_and_header_read(tmp_path):
@@ -41,3 +45,20 @@ def test_garbage_after_dicm_preamble():
     data = b"\0" * 128 + b"DICM" + b"\x01\x02garbage"
     with pytest.raises(BoneAgeError, match="DICOM"):
         decode_dicom(data, "x.dcm")
+
+
+def test_damaged_header_element_is_one_line(tmp_path):
+    # pydicom parses elements when they are read: a wrong length surfaced as a traceback
+    data = damage_bits_allocated(write_dicom(tmp_path / "a.dcm", np.zeros((64, 64))).read_bytes())
+    with pytest.raises(BoneAgeError, match=r"^x\.dcm: unreadable DICOM \(BytesLength") as e:
+        decode_dicom(data, "x.dcm")
+    assert "\n" not in str(e.value)
+
+
+def test_undecodable_compression_is_named_with_each_decoders_reason(tmp_path):
+    data = undecodable_jpeg_dicom(tmp_path / "j.dcm").read_bytes()
+    with pytest.raises(BoneAgeError, match="compressed as JPEG Extended") as e:
+        decode_dicom(data, "j.dcm")
+    msg = str(e.value)
+    assert "\n" not in msg and "no installed decoder reads" in msg
+    assert "pillow" in msg.lower()  # the decoders' own reasons, not cut off at the first line

@@ -24,6 +24,7 @@ from boneage.data.synthetic import synthetic_film  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
 from boneage.inference.api import load_model, read_film  # noqa: E402
 from boneage.service.app import Settings, create_app  # noqa: E402
+from tests.helpers import damage_bits_allocated, undecodable_jpeg_dicom  # noqa: E402
 
 
 def dicom_bytes(pixels: np.ndarray, frames: int = 1, deflate: bool = False, **tags) -> bytes:
@@ -87,6 +88,9 @@ def corpus(tmp: Path) -> dict[str, Path]:
                                 BodyPartExamined="CHEST"),
     }
     tmp.mkdir(parents=True, exist_ok=True)
+    items["dicom damaged element"] = damage_bits_allocated(
+        dicom_bytes(film.astype(np.uint16) * 200))
+    items["dicom undecodable jpeg"] = undecodable_jpeg_dicom(tmp / "jpeg12.dcm").read_bytes()
     out = {}
     for name, data in items.items():
         p = tmp / name.replace(" ", "_")

@@ -151,9 +151,30 @@ def _quiet_pydicom():
                 logger.setLevel(_QUIET["level"])
 
 
+def _undecodable(ds, error: Exception) -> str:
+    """Why the pixels could not be read, in one line: for compressed pixel data, its
+    compression and each installed decoder's reason (pydicom lists them on lines of their
+    own, which a one-line message would otherwise cut off)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if syntax is None or not syntax.is_compressed:
+        return f"DICOM has no decodable pixel data ({(lines or [type(error).__name__])[0][:120]})"
+    reasons = "; ".join(ln[:120] for ln in lines[1:4]) or (lines or [type(error).__name__])[0][:160]
+    return (f"DICOM pixel data compressed as {syntax.name}, which no installed decoder reads "
+            f"({reasons}); an uncompressed export (Explicit VR Little Endian) reads everywhere")
+
+
 def decode_dicom(data: bytes, name: str = "image") -> DicomFilm:
     with _quiet_pydicom():
-        return _decode_dicom(data, name)
+        try:
+            return _decode_dicom(data, name)
+        except BoneAgeError:
+            raise
+        except Exception as e:  # an element pydicom parses only when it is read (a wrong
+            # length, an unknown VR) breaks a header field, a LUT or the pixel data's setup
+            detail = (str(e).splitlines() or [""])[0][:100]
+            raise BoneAgeError(f"{name}: unreadable DICOM ({type(e).__name__}: {detail})"
+                               ) from None
 
 
 def _decode_dicom(data: bytes, name: str) -> DicomFilm:
@@ -172,9 +193,7 @@ def _decode_dicom(data: bytes, name: str) -> DicomFilm:
     try:
         arr = pixel_array(ds, index=0)  # the first frame only, whatever the file holds
     except Exception as e:
-        raise BoneAgeError(
-            f"{name}: DICOM has no decodable pixel data ({str(e).splitlines()[0][:120]})"
-        ) from None
+        raise BoneAgeError(f"{name}: {_undecodable(ds, e)}") from None
     colour = arr.ndim == 3
     if colour:  # RGB (pydicom turns YBR into RGB): grey by luminance; no LUTs apply
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
