@@ -200,6 +200,8 @@ def test_service_never_answers_5xx(model_path, tmp_path, lowered):
     assert statuses[("png pixel bomb", "/v1/predict")] == 413
     assert statuses[("pdf", "/v1/predict")] == 415
     assert statuses[("multi-frame film", "/v1/predict")] == 200
+    assert statuses[("dicom damaged element", "/v1/predict")] == 422
+    assert statuses[("dicom undecodable jpeg", "/v1/report")] == 422
     assert set(os.listdir(tmp_path)) == before  # nothing written beside the corpus
 
 
