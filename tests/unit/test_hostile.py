@@ -149,12 +149,14 @@ def test_header_says_not_a_hand(model_path, tmp_path):
 
 
 def test_cli_one_line_per_bad_file_and_no_traceback(model_path, tmp_path, lowered,
-                                                    capsys):
+                                                    capfd):
+    """capfd, not capsys: what the C libraries (libpng, libjpeg) print goes to the process's
+    stderr, which capsys does not see."""
     files = corpus(tmp_path / "c")
     for name, path in files.items():
         rc = main(["predict", str(path), "--sex", "F", "--model", str(model_path),
                    "--no-tta", "--workers", "1"])
-        out = capsys.readouterr()
+        out = capfd.readouterr()
         assert rc in (0, 1), (name, rc, out.err)
         assert "Traceback" not in out.err + out.out, name
         lines = [x for x in out.err.splitlines() if x.strip()]

@@ -50,8 +50,25 @@ def test_truncated_png(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.random.default_rng(0).integers(0, 255, (64, 64),
                                                                             dtype=np.uint8))
     data = (tmp_path / "a.png").read_bytes()
-    with pytest.raises(BoneAgeError, match="corrupt|unreadable"):
+    with pytest.raises(BoneAgeError, match="truncated PNG"):
         decode_image(data[:60], "a.png")
+
+
+def test_damaged_png_is_our_one_line_and_not_libpngs(capfd):
+    """libpng prints its own lines to the process's stderr (not Python's) for a damaged PNG:
+    those are caught by the chunk check before OpenCV sees the file."""
+    img = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    data = cv2.imencode(".png", img)[1].tobytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x40  # inside the pixel data: the IDAT chunk's checksum fails
+    cases = {"truncated PNG": data[: len(data) * 2 // 3],
+             "IDAT chunk fails its checksum": bytes(flipped)}
+    for why, bad in cases.items():
+        with pytest.raises(BoneAgeError, match=why):
+            decode_image(bad, "a.png")
+    assert capfd.readouterr().err == ""
+    # bytes after the last chunk (some writers pad files) are not damage
+    assert np.array_equal(decode_image(data + b"\0" * 16, "a.png"), img)
 
 
 def test_missing_file_and_folder(tmp_path):

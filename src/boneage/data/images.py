@@ -69,6 +69,30 @@ def _check_pixels(w: int, h: int, name: str) -> None:
         )
 
 
+def _check_png_chunks(data: bytes, name: str) -> None:
+    """A truncated PNG, or one whose chunks fail their checksums, is refused here: handed to
+    OpenCV, libpng would print its own lines to the terminal beside our one line (it writes to
+    stderr itself)."""
+    import zlib
+
+    i, n = len(_PNG), len(data)
+    while True:
+        if i + 12 > n:
+            raise BoneAgeError(f"{name}: truncated PNG (the file ends before its last chunk)")
+        length = struct.unpack(">I", data[i : i + 4])[0]
+        kind, end = data[i + 4 : i + 8], i + 8 + length
+        if end + 4 > n or not kind.isalpha():
+            raise BoneAgeError(f"{name}: damaged or truncated PNG (a chunk runs past the end of "
+                               "the file, or its name is not one)")
+        stored = struct.unpack(">I", data[end : end + 4])[0]
+        if zlib.crc32(data[i + 4 : end]) != stored:
+            raise BoneAgeError(f"{name}: damaged PNG (its {kind.decode()} chunk fails its "
+                               "checksum)")
+        if kind == b"IEND":
+            return
+        i = end + 4
+
+
 COLOUR_NOTE = "a colour picture, not a radiograph: the estimate is not meaningful"
 
 
@@ -90,6 +114,8 @@ def decode_image(data: bytes, name: str = "image", notes: list[str] | None = Non
     if size is None:
         raise BoneAgeError(f"{name}: unreadable {fmt.upper()} header (truncated or corrupt file)")
     _check_pixels(*size, name)
+    if fmt == "png":
+        _check_png_chunks(data, name)
     import cv2
 
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
