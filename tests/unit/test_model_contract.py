@@ -92,3 +92,44 @@ def test_the_markdown_model_card_is_the_json_card():
     for part in ("## Intended use", "## Limits", "Not a medical device", "| 14-20 y |",
                  "male = 1, female = 0", "output `bone_age`", "## Terms"):
         assert part in md, part
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("calibration.q", "abc", "calibration"),
+    ("calibration.single.eps", None, "calibration"),
+    ("output_correction.male", None, "output_correction"),
+    ("output_correction.female", [1.0], "output_correction"),
+    ("embedding.mean", [0.0, 1.0], "embedding"),  # shorter than 'scale'
+    ("embedding.threshold", {}, "embedding"),
+    ("pipeline.steps", [{"name": ["crop_hand"]}], "pipeline"),
+    ("pipeline.steps", [{"name": "crop_hand", "margin": "wide"}], "pipeline"),
+    ("pipeline.steps", [None], "pipeline"),
+    ("io.outputs", 3, "io"),
+    ("target_norm", {"mean": 1.0}, "target_norm"),
+    ("input_size", 1.5, "input_size"),
+])
+def test_a_damaged_card_is_one_line_naming_its_key(tmp_path, key, value, named):
+    """A hand-edited card broke at the first film (a KeyError in the interval, a numpy error in
+    the "not a hand" check, a TypeError in OpenCV); it is refused when read."""
+    from boneage.models.checkpoint import read_card
+
+    card = json.loads(json.dumps(CARD))
+    *parents, last = key.split(".")
+    node = card
+    for k in parents:
+        node = node[k]
+    node[last] = value
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(BoneAgeError, match=f"model card: '{named}'") as e:
+        read_card(tmp_path / "m.safetensors")
+    assert "\n" not in str(e.value)
+    (tmp_path / "m.json").write_text(json.dumps(CARD))  # the bundled card itself reads
+    assert read_card(tmp_path / "m.safetensors")["input_size"] == CARD["input_size"]
+
+
+def test_a_card_without_a_pipeline_cannot_estimate(tmp_path):
+    from boneage.inference.predictor import Predictor
+
+    card = {k: v for k, v in CARD.items() if k != "pipeline"}
+    with pytest.raises(BoneAgeError, match="no 'pipeline'"):
+        Predictor(card, tmp_path / "m.safetensors")

@@ -155,6 +155,29 @@ def test_pipeline_rejects_unknown_steps_and_params():
         Pipeline.from_json("{not json")
 
 
+@pytest.mark.parametrize("step, why", [
+    ({"name": "crop_hand", "margin": "wide"}, "margin = 'wide' is not a number"),
+    ({"name": "fit", "size": 0}, "size = 0 is not a positive whole number"),
+    ({"name": "squash", "size": 100.5}, "size = 100.5 is not a positive whole number"),
+    ({"name": "clahe", "tile_grid": True}, "tile_grid = True is not a positive whole number"),
+    ({"name": "scale", "divisor": 0}, "divisor = 0 is not a number"),
+    ({"name": "squash", "interpolation": "cubic-ish"}, "unknown interpolation"),
+    ({"name": ["clahe"]}, "unknown preprocessing step"),
+    ("clahe", "a pipeline step is"),
+])
+def test_pipeline_rejects_parameters_of_the_wrong_kind(step, why):
+    """A hand-edited pipeline (or card) failed inside OpenCV at the first film."""
+    with pytest.raises(BoneAgeError, match=why):
+        Pipeline.from_dict({"steps": [step]})
+
+
+def test_parameters_at_their_lower_bounds_are_accepted():
+    p = Pipeline.from_dict({"steps": [{"name": "crop_hand", "margin": 0},
+                                      {"name": "stretch", "low": 0, "high": 100},
+                                      {"name": "scale", "divisor": 255}]})
+    assert [s.name for s in p.steps] == ["crop_hand", "stretch", "scale"]
+
+
 def test_16_bit_film_through_seed_pipeline():
     film, hand = synthetic_film(height=600, width=500, seed=1, bits=16)
     meta: dict = {}

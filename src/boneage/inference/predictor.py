@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from boneage.errors import BoneAgeError
 from boneage.inference.uncertainty import TTAPlan
 from boneage.preprocess.steps import Pipeline
 
@@ -22,6 +23,9 @@ class Predictor:
     def __init__(self, card: dict[str, Any], path: Path) -> None:
         self.card = card
         self.path = path
+        if "pipeline" not in card or "input_size" not in card:
+            raise BoneAgeError(f"{path}: model card has no 'pipeline' or 'input_size': the "
+                               "films it was trained on cannot be replayed")
         self.pipeline = Pipeline.from_dict(card["pipeline"])
         self.tta_plan = TTAPlan.from_card(card)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from boneage.errors import BoneAgeError
 from boneage.fileio import atomic_write_bytes, atomic_write_json, publish_folder, read_text
+from boneage.models.contract import check_card
 
 CARD_FORMAT = "boneage-model/1"
 BUNDLED = Path(__file__).resolve().parents[1] / "weights"  # models shipped in the package
@@ -89,8 +90,9 @@ def read_card(weights: str | Path) -> dict[str, Any]:
         card = json.loads(read_text(path, "model card"))
     except json.JSONDecodeError as e:
         raise BoneAgeError(f"{path}: unreadable model card ({e})") from None
-    if card.get("format") != CARD_FORMAT or "arch" not in card:
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "arch" not in card:
         raise BoneAgeError(f"{path}: not a boneage model card")
+    check_card(card, str(path))
     return card
 
 

@@ -55,3 +55,62 @@ def check_inputs(card: dict[str, Any], images: np.ndarray, male: np.ndarray) -> 
                            f"{len(images)} films")
     if sex.dtype != bool and not np.isin(sex, (0, 1)).all():
         raise BoneAgeError("model input: sex must be 1 (male) or 0 (female)")
+
+
+def _number(v: Any, low: float | None = None) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+            and (low is None or v >= low))
+
+
+def _numbers(v: Any, n: int | None = None, low: float | None = None) -> bool:
+    return (isinstance(v, list) and len(v) > 0 and (n is None or len(v) == n)
+            and all(_number(x, low) for x in v))
+
+
+def check_card(card: dict[str, Any], where: str) -> None:
+    """The parts of a card that inference computes with, checked when it is read, so that a
+    hand-edited or damaged card is one line naming its key, not a traceback at the first film
+    (its descriptive parts, metrics and history, are only shown)."""
+    from boneage.preprocess.steps import Pipeline
+
+    def bad(key: str, what: str) -> BoneAgeError:
+        return BoneAgeError(f"{where}: model card: '{key}' {what}")
+
+    size = card.get("input_size")
+    if size is not None and not (isinstance(size, int) and not isinstance(size, bool)
+                                 and 8 <= size <= 4096):
+        raise bad("input_size", f"is {size!r:.40}, not an image side in pixels")
+    if not isinstance(card.get("model_kwargs", {}), dict):
+        raise bad("model_kwargs", "is not a mapping of the network's options")
+    try:
+        if "pipeline" in card:  # a network's card may lack one; estimating needs it (Predictor)
+            Pipeline.from_dict(card["pipeline"])
+    except BoneAgeError as e:
+        raise bad("pipeline", f"cannot be replayed: {e}") from None
+    norm = card.get("target_norm")
+    if norm is not None and not (isinstance(norm, dict) and _number(norm.get("mean"))
+                                 and _number(norm.get("std")) and norm["std"] > 0):
+        raise bad("target_norm", "needs numbers 'mean' and 'std' (> 0)")
+    corr = card.get("output_correction")
+    if corr and not (isinstance(corr, dict)
+                     and all(_numbers(corr.get(k), 2) for k in ("male", "female"))):
+        raise bad("output_correction", "needs 'male' and 'female' as [a, b] (a + b x estimate)")
+    cal = card.get("calibration")
+    if cal:
+        parts = [cal] + ([cal["single"]] if isinstance(cal, dict) and "single" in cal else [])
+        if not all(isinstance(c, dict) and _number(c.get("q"), 0) and _number(c.get("eps"), 0)
+                   for c in parts):
+            raise bad("calibration", "needs numbers 'q' and 'eps' (>= 0), as `boneage "
+                      "calibrate` writes them")
+    emb = card.get("embedding")
+    if emb and not (isinstance(emb, dict) and _numbers(emb.get("mean"))
+                    and _numbers(emb.get("scale"), len(emb.get("mean") or []))
+                    and min(emb["scale"]) > 0 and _number(emb.get("threshold"), 0)
+                    and _number(emb.get("p90", 0), 0)):
+        raise bad("embedding", "needs equally long lists 'mean' and 'scale' (> 0) and a "
+                  "'threshold', as `boneage calibrate` writes them")
+    io = card.get("io")
+    if io is not None and not (isinstance(io, dict) and all(
+            isinstance(io.get(k, []), list) and all(isinstance(x, dict) for x in io.get(k, []))
+            for k in ("inputs", "outputs"))):
+        raise bad("io", "needs lists 'inputs' and 'outputs' of mappings")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -238,16 +239,38 @@ class Scale(Step):
         return image.astype(np.float32) / self.divisor
 
 
+def _check_parameter(step: str, key: str, value: Any, default: Any) -> None:
+    """A step's parameter has its default's type (a whole number > 0 for sizes and tiles, a
+    finite number >= 0 otherwise, a divisor > 0): a hand-edited pipeline or card fails here in
+    one line, not inside OpenCV at the first film."""
+    if isinstance(default, str):
+        ok = isinstance(value, str)
+        if ok and key == "interpolation":
+            _interp(value)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    else:
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value) and (value > 0 or (value == 0 and key != "divisor")))
+    if not ok:
+        what = {str: "name", int: "positive whole number"}.get(type(default), "number >= 0")
+        raise BoneAgeError(f"step {step!r}: parameter {key} = {value!r:.40} is not a {what}")
+
+
 def step_from_dict(d: dict[str, Any]) -> Step:
+    if not isinstance(d, dict):
+        raise BoneAgeError(f"a pipeline step is {{'name': ..., parameters}}, not {d!r:.40}")
     d = dict(d)
     name = d.pop("name", None)
-    if name not in STEPS:
-        raise BoneAgeError(f"unknown preprocessing step {name!r} (known: {', '.join(STEPS)})")
+    if not isinstance(name, str) or name not in STEPS:
+        raise BoneAgeError(f"unknown preprocessing step {name!r:.40} (known: {', '.join(STEPS)})")
     cls = STEPS[name]
-    allowed = {f.name for f in fields(cls)}
-    unknown = set(d) - allowed
+    defaults = {f.name: f.default for f in fields(cls)}
+    unknown = set(d) - set(defaults)
     if unknown:
         raise BoneAgeError(f"step {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
+    for key, value in d.items():
+        _check_parameter(name, key, value, defaults[key])
     return cls(**d)
 
 
