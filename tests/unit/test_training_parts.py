@@ -33,6 +33,8 @@ def test_yaml_then_command_line(tmp_path):
     ("- a list\n", "mapping"),
     ("epochs: [\n", "invalid YAML"),
     ("max_minutes: -1\n", "max_minutes"),
+    ("arch: {resnet18: 1}\n", "arch must be a name"),  # was a TypeError (unhashable)
+    ("pipeline: [hand]\n", "pipeline must be a name"),
     ("model: {upsample: 9}\n", None),
 ])
 def test_bad_configs(tmp_path, text, match):

@@ -105,6 +105,8 @@ def _merge(cfg: Any, values: dict[str, Any], where: str) -> None:
                 raise BoneAgeError(f"{where}: {key} must be a number, got {value!r}") from None
         elif isinstance(current, dict) and not isinstance(value, dict):
             raise BoneAgeError(f"{where}: {key} must be a mapping")
+        elif isinstance(current, str) and (isinstance(value, dict | list | bool) or value is None):
+            raise BoneAgeError(f"{where}: {key} must be a name, got {value!r:.40}")
         setattr(cfg, key, value)
 
 
