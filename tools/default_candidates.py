@@ -168,7 +168,7 @@ def _shrink(weights: Path, dtype: str = "int8") -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from boneage.models.checkpoint import card_path, stored_state
+    from boneage.models.checkpoint import card_path, file_sha256, stored_state
 
     with safe_open(str(weights), "pt") as f:
         meta = f.metadata()
@@ -176,6 +176,7 @@ def _shrink(weights: Path, dtype: str = "int8") -> None:
     save_file(stored_state(state, dtype), str(weights), metadata=meta)
     card = json.loads(card_path(weights).read_text())
     card["weights_dtype"] = dtype
+    card["weights_sha256"] = file_sha256(weights)  # the rewritten weights' own
     card_path(weights).write_text(json.dumps(card, indent=2) + "\n")
 
 

@@ -7,7 +7,7 @@ import json
 from argparse import Namespace
 
 import pytest
-from tools.default_candidates import _prepare_films, pack, run_summary
+from tools.default_candidates import _prepare_films, _shrink, pack, run_summary
 
 from boneage.preprocess.steps import Pipeline
 
@@ -62,3 +62,20 @@ def test_the_summary_tells_a_time_cut_schedule_from_a_finished_or_early_stopped_
     assert run_summary(_fake_run(tmp_path, "early", 97, 76), 0, cfg)["cut"] is False
     failed = run_summary(tmp_path / "never-started", 1, cfg)
     assert (failed["rc"], failed["val"], failed["cut"]) == (1, None, False)
+
+
+def test_a_run_shrunk_to_int8_for_the_trip_home_still_loads(tmp_path):
+    """The weights are rewritten, so their card's digest is too (else the run is refused)."""
+    import torch
+
+    from boneage.models.checkpoint import load_checkpoint, save_checkpoint
+    from boneage.models.registry import build_model
+
+    torch.manual_seed(0)
+    path = save_checkpoint(build_model("resnet18").eval(),
+                           {"arch": "resnet18", "model_kwargs": {}, "input_size": 64},
+                           tmp_path / "best.safetensors")
+    before = json.loads((tmp_path / "best.json").read_text())["weights_sha256"]
+    _shrink(path)
+    model, card = load_checkpoint(path)
+    assert card["weights_dtype"] == "int8" and card["weights_sha256"] != before

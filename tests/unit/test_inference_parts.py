@@ -49,6 +49,11 @@ def test_onnx_errors(tmp_path):
         load_predictor(tmp_path / "none.onnx", backend="onnx")
     (tmp_path / "x.onnx").write_bytes(b"garbage")
     (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(BoneAgeError, match="not a boneage model card"):  # read first
+        load_predictor(tmp_path / "x.onnx", backend="onnx")
+    (tmp_path / "x.json").write_text(json.dumps({
+        "format": "boneage-model/1", "arch": "resnet18", "input_size": 100,
+        "pipeline": {"steps": [{"name": "squash", "size": 100}]}}))
     with pytest.raises(BoneAgeError, match="not a loadable ONNX"):
         load_predictor(tmp_path / "x.onnx", backend="onnx")
     with pytest.raises(BoneAgeError, match="unknown backend"):

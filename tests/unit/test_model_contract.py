@@ -133,3 +133,38 @@ def test_a_card_without_a_pipeline_cannot_estimate(tmp_path):
     card = {k: v for k, v in CARD.items() if k != "pipeline"}
     with pytest.raises(BoneAgeError, match="no 'pipeline'"):
         Predictor(card, tmp_path / "m.safetensors")
+
+
+def test_the_bundled_files_match_their_card_digests():
+    from boneage.models.checkpoint import check_digest
+
+    check_digest(BUNDLED / "default.safetensors", CARD["weights_sha256"])
+    check_digest(BUNDLED / "default.onnx", CARD["onnx"]["sha256"])
+
+
+def test_a_changed_byte_in_the_weights_or_the_graph_is_refused(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    from boneage.inference.onnx import OnnxPredictor
+
+    for f in ("default.json", "default.safetensors", "default.onnx"):
+        shutil.copyfile(BUNDLED / f, tmp_path / f)
+    OnnxPredictor.load(tmp_path / "default.onnx")  # as copied, it loads
+    for name in ("default.safetensors", "default.onnx"):
+        p = tmp_path / name
+        data = p.read_bytes()
+        damaged = bytearray(data)
+        damaged[-100] ^= 1  # near the end: inside the last weights
+        p.write_bytes(bytes(damaged))
+        with pytest.raises(BoneAgeError, match="does not match the sha256 in its model card"):
+            OnnxPredictor.load(tmp_path / "default.onnx")
+        p.write_bytes(data)
+    # without the digest, damaged weights load and compute: the check is what stops them
+    card = json.loads((tmp_path / "default.json").read_text())
+    del card["weights_sha256"]
+    (tmp_path / "default.json").write_text(json.dumps(card))
+    damaged = bytearray((tmp_path / "default.safetensors").read_bytes())
+    damaged[-100] ^= 1
+    (tmp_path / "default.safetensors").write_bytes(bytes(damaged))
+    assert OnnxPredictor.load(tmp_path / "default.onnx").card["arch"] == CARD["arch"]

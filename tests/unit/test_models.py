@@ -63,6 +63,12 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
         assert torch.equal(model(x, torch.ones(2)), loaded(x, torch.ones(2)))
     assert card2["arch"] == "resnet18" and card2["format"] == "boneage-model/1"
     assert resolve_model_path(tmp_path / "m.json") == path
+    assert len(card2["weights_sha256"]) == 64  # written with the weights, checked on loading
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(BoneAgeError, match="does not match the sha256"):
+        load_checkpoint(path)
 
 
 def test_checkpoint_errors(tmp_path):

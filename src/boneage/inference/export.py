@@ -64,8 +64,11 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weight
         raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
+    from boneage.models.checkpoint import file_sha256
+
     onnx_info = {"opset": opset, "source": src.path.name if share_weights else str(src.path),
-                 "weights": src.path.name if share_weights else "embedded"}
+                 "weights": src.path.name if share_weights else "embedded",
+                 "sha256": file_sha256(out)}
     # beside its own checkpoint (same stem) the two share one card, which now names the export
     from boneage.models.contract import io_contract
 

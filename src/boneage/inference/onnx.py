@@ -10,7 +10,7 @@ import numpy as np
 
 from boneage.errors import BoneAgeError
 from boneage.inference.predictor import Predictor
-from boneage.models.checkpoint import read_card
+from boneage.models.checkpoint import check_digest, read_card
 from boneage.models.contract import outputs_months
 
 
@@ -31,6 +31,13 @@ class OnnxPredictor(Predictor):
         path = Path(spec)
         if path.suffix != ".onnx" or not path.is_file():
             raise BoneAgeError(f"{spec}: no such .onnx model (export one with `boneage export`)")
+        card = read_card(path)  # OUT.json beside it, checked as any card
+        # the graph and the weights it reads, against the card's digests, before ONNX Runtime
+        # sees them (it prints its own lines about a damaged file, beside our one line)
+        graph = card.get("onnx") or {}
+        check_digest(path, graph.get("sha256"))
+        if graph.get("weights") not in (None, "embedded"):
+            check_digest(path.parent / graph["weights"], card.get("weights_sha256"))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
@@ -38,7 +45,7 @@ class OnnxPredictor(Predictor):
         except Exception as e:  # onnxruntime raises its own exception types
             raise BoneAgeError(f"{path}: not a loadable ONNX model ({type(e).__name__})"
                                ) from None
-        return cls(session, read_card(path), path)  # OUT.json beside it, checked as any card
+        return cls(session, card, path)
 
     def _run(self, x: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = self.session.run(None, {"image": x, "sex": sex})

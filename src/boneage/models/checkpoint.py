@@ -7,6 +7,7 @@ provenance, metrics, and (for inference) calibration. Loading replays exactly wh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,23 @@ BUNDLED = Path(__file__).resolve().parents[1] / "weights"  # models shipped in t
 
 def card_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_digest(path: str | Path, expected: str | None) -> None:
+    """A file the card names against the sha256 written with it: a damaged or partial copy,
+    or weights swapped under a card, computed plausible but wrong answers (a changed byte in
+    the weights still loads). Cards written before digests have none and are not checked."""
+    if expected and file_sha256(path) != expected:
+        raise BoneAgeError(f"{path}: does not match the sha256 in its model card (damaged, "
+                           "truncated or replaced since it was written): reinstall or rebuild it")
 
 
 DTYPES = ("float32", "float16", "int8")
@@ -64,10 +82,10 @@ def save_checkpoint(model, card: dict[str, Any], weights: str | Path, dtype: str
     from safetensors.torch import save
 
     weights = Path(weights)
-    state = stored_state(model.state_dict(), dtype)
-    atomic_write_bytes(weights, save(state, metadata={"format": CARD_FORMAT}))
-    atomic_write_json(card_path(weights), {"format": CARD_FORMAT, **card,
-                                           "weights_dtype": dtype})
+    data = save(stored_state(model.state_dict(), dtype), metadata={"format": CARD_FORMAT})
+    atomic_write_bytes(weights, data)
+    atomic_write_json(card_path(weights), {"format": CARD_FORMAT, **card, "weights_dtype": dtype,
+                                           "weights_sha256": hashlib.sha256(data).hexdigest()})
     return weights
 
 
@@ -107,6 +125,7 @@ def load_checkpoint(weights: str | Path):
     if not weights.is_file():
         raise BoneAgeError(f"{weights}: no such model file")
     card = read_card(weights)
+    check_digest(weights, card.get("weights_sha256"))
     model = build_model(card["arch"], **card.get("model_kwargs", {}))
     try:
         state = _dequantise(load_file(str(weights)))

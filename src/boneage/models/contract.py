@@ -67,6 +67,10 @@ def _numbers(v: Any, n: int | None = None, low: float | None = None) -> bool:
             and all(_number(x, low) for x in v))
 
 
+def _sha256(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
 def check_card(card: dict[str, Any], where: str) -> None:
     """The parts of a card that inference computes with, checked when it is read, so that a
     hand-edited or damaged card is one line naming its key, not a traceback at the first film
@@ -109,6 +113,14 @@ def check_card(card: dict[str, Any], where: str) -> None:
                     and _number(emb.get("p90", 0), 0)):
         raise bad("embedding", "needs equally long lists 'mean' and 'scale' (> 0) and a "
                   "'threshold', as `boneage calibrate` writes them")
+    digest = card.get("weights_sha256")
+    if digest is not None and not _sha256(digest):
+        raise bad("weights_sha256", "is not a sha256 digest (64 hex digits)")
+    onnx = card.get("onnx")
+    if onnx is not None and not (isinstance(onnx, dict)
+                                 and isinstance(onnx.get("weights", ""), str)
+                                 and (onnx.get("sha256") is None or _sha256(onnx["sha256"]))):
+        raise bad("onnx", "needs 'weights' (a file name or 'embedded') and a sha256 digest")
     io = card.get("io")
     if io is not None and not (isinstance(io, dict) and all(
             isinstance(io.get(k, []), list) and all(isinstance(x, dict) for x in io.get(k, []))
