@@ -156,10 +156,10 @@ def _undecodable(ds, error: Exception) -> str:
     compression and each installed decoder's reason (pydicom lists them on lines of their
     own, which a one-line message would otherwise cut off)."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()] or [type(error).__name__]
     if syntax is None or not syntax.is_compressed:
-        return f"DICOM has no decodable pixel data ({(lines or [type(error).__name__])[0][:120]})"
-    reasons = "; ".join(ln[:120] for ln in lines[1:4]) or (lines or [type(error).__name__])[0][:160]
+        return f"DICOM has no decodable pixel data ({lines[0][:120]})"
+    reasons = "; ".join(ln[:120] for ln in lines[1:4]) or lines[0][:160]
     return (f"DICOM pixel data compressed as {syntax.name}, which no installed decoder reads "
             f"({reasons}); an uncompressed export (Explicit VR Little Endian) reads everywhere")
 

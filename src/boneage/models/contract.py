@@ -62,9 +62,9 @@ def _number(v: Any, low: float | None = None) -> bool:
             and (low is None or v >= low))
 
 
-def _numbers(v: Any, n: int | None = None, low: float | None = None) -> bool:
+def _numbers(v: Any, n: int | None = None) -> bool:
     return (isinstance(v, list) and len(v) > 0 and (n is None or len(v) == n)
-            and all(_number(x, low) for x in v))
+            and all(_number(x) for x in v))
 
 
 def _sha256(v: Any) -> bool:
