@@ -2,7 +2,7 @@
 typically a lent GPU, and bring their run folders back; the choice between them is made on
 validation MAE (never on the held-out films).
 
-    # here: copy the prepared 100 px cache and the split into .devdata/ (git-ignored)
+    # here: copy the prepared 100 px cache and the split into .devdata/pack/ (git-ignored)
     python tools/default_candidates.py pack --cache runs/default/cache \\
         --split runs/default/split.csv
     # or, where the prepared cache is over what a lent machine takes (64 MiB with the working
@@ -10,6 +10,9 @@ validation MAE (never on the held-out films).
     # candidate's own pipeline (once per distinct pipeline):
     python tools/default_candidates.py pack --images DATA/boneage-training-dataset \\
         --labels DATA/boneage-training-dataset.csv --split benchmarks/results/default_split.csv
+    # here: the wheels the lent machine's Python lacks (MONAI, pydicom) into .devdata/whl/,
+    # and whether the working tree, the pack and the wheels fit what a lent machine takes
+    python tools/default_candidates.py wheels
     # there (one process per candidate, in parallel, each bounded by --max-minutes):
     python tools/default_candidates.py train --out /tmp/cand --pack $OUT
     # here: reassemble the parts, point each run at the local cache and full split
@@ -42,32 +45,89 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PART = 15 * 2**20
 TRAVEL_LIMIT = 64 * 2**20  # the working tree and what is carried, together
+PACK = ROOT / ".devdata/pack"
+WHEELS = ("monai", "pydicom")  # what the lent machine's Python lacks (torch, Lightning are there)
 
 
 def pack(a: argparse.Namespace) -> None:
     dest = Path(a.dest)
+    if not (a.cache or (a.images and a.labels)):
+        sys.exit("pack: give --cache, or --images and --labels")
+    if dest.exists() and any(dest.iterdir()) and not (dest / "split.csv").is_file():
+        # a pack always holds its split.csv: anything else there is not ours to delete
+        sys.exit(f"pack: {dest} holds files that are not a pack; give a new or empty --dest")
     split = dict(csv.reader(Path(a.split).read_text().splitlines()[1:]))
     keep = {i for i, s in split.items() if s in ("train", "val")}
-    if dest.exists():
-        shutil.rmtree(dest)
+    if not keep:
+        sys.exit(f"pack: {a.split} names no train or val films (an id,split CSV)")
+    partial = dest.with_name(dest.name + ".partial")  # an old pack stays whole until replaced
+    if partial.exists():
+        shutil.rmtree(partial)
     if a.cache:
-        _pack_cache(Path(a.cache), dest, keep)
-    elif a.images and a.labels:
-        _pack_films(Path(a.images), Path(a.labels), dest, keep)
+        _pack_cache(Path(a.cache), partial, keep)
     else:
-        sys.exit("pack: give --cache, or --images and --labels")
-    with open(dest / "split.csv", "w", newline="") as f:
+        _pack_films(Path(a.images), Path(a.labels), partial, keep)
+    with open(partial / "split.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "split"])
         w.writerows([i, s] for i, s in split.items() if i in keep)
-    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-    print(f"{len(keep)} films, {size / 1e6:.1f} MB in {dest}")
+    if dest.exists():
+        shutil.rmtree(dest)
+    partial.rename(dest)
+    print(f"{len(keep)} films, {_bytes(dest) / 1e6:.1f} MB in {dest}")
+    _travel_note(dest, dest.parent / "whl")
+
+
+def wheels(a: argparse.Namespace) -> None:
+    """Download, for the lent machine's Python, the wheels of what its image lacks (MONAI and
+    pydicom, at the versions installed here; both pure Python): the call installs them with
+    `pip install --no-index --no-deps --target`."""
+    from importlib import metadata
+
+    dest = Path(a.dest)
+    names = []
+    for name in WHEELS:
+        try:
+            names.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            sys.exit(f"wheels: {name} is not installed here (pip install -e '.[train]' first)")
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.whl"):
+        old.unlink()  # one version of each: two stop the install there
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+           "--python-version", a.python, "--implementation", "cp", "--platform",
+           "manylinux2014_x86_64", "-d", str(dest), *names]
+    if subprocess.run(cmd).returncode != 0:
+        sys.exit(f"wheels: pip download failed for {' '.join(names)}")
+    for whl in sorted(dest.glob("*.whl")):
+        print(f"{whl.name}  {whl.stat().st_size / 1e6:.1f} MB")
+    _travel_note(Path(a.pack), dest)
+
+
+def _bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def _travel_note(pack_dir: Path, wheel_dir: Path) -> None:
+    """Whether the tracked working tree, the pack and the wheels fit the 64 MiB a lent machine
+    takes, and what to move aside when they do not (the bundled weights: training does not
+    read them)."""
     tree = _tracked_bytes()
-    if tree is not None and tree + size > TRAVEL_LIMIT:
-        print(f"note: the working tree ({tree / 2**20:.1f} MiB tracked) and this pack "
-              f"({size / 2**20:.1f} MiB) pass the {TRAVEL_LIMIT // 2**20} MiB a lent machine "
-              "takes: move src/boneage/weights/default.safetensors aside for the call (training "
-              "does not read it) and put it back after")
+    if tree is None:
+        return
+    sizes = {"the working tree": tree, "the pack": _bytes(pack_dir),
+             "the wheels": _bytes(wheel_dir)}
+    total = sum(sizes.values())
+    said = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sizes.items())
+    if total <= TRAVEL_LIMIT:
+        print(f"travels: {said}; {total / 2**20:.1f} of {TRAVEL_LIMIT // 2**20} MiB")
+        return
+    weights = ROOT / "src/boneage/weights/default.safetensors"
+    left = total - (weights.stat().st_size if weights.is_file() else 0)
+    print(f"note: {said}: {total / 2**20:.1f} MiB, over the {TRAVEL_LIMIT // 2**20} MiB a lent "
+          f"machine takes; with src/boneage/weights/default.safetensors moved aside for the call "
+          f"(training does not read it; put it back after) {left / 2**20:.1f} MiB"
+          + ("" if left <= TRAVEL_LIMIT else ": still over, pack fewer films"))
 
 
 def _tracked_bytes() -> int | None:
@@ -98,7 +158,9 @@ def _pack_films(images: Path, labels: Path, dest: Path, keep: set[str]) -> None:
         w = csv.writer(f)
         w.writerow(["name", "offset", "bytes"])
         for r in rows:
-            film = next(images.glob(f"{r[0]}.*"))
+            film = next(images.glob(f"{r[0]}.*"), None)
+            if film is None:
+                sys.exit(f"pack: no film for id {r[0]} in {images}")
             data = film.read_bytes()
             blob.write(data)
             w.writerow([film.name, offset, len(data)])
@@ -308,12 +370,17 @@ def main() -> None:
     p.add_argument("--images", help="or: source films, prepared on the lent machine")
     p.add_argument("--labels", help="their labels CSV")
     p.add_argument("--split", required=True)
-    p.add_argument("--dest", default=str(ROOT / ".devdata"))
+    p.add_argument("--dest", default=str(PACK))
     p.set_defaults(func=pack)
+    p = sub.add_parser("wheels")
+    p.add_argument("--dest", default=str(ROOT / ".devdata/whl"))
+    p.add_argument("--python", default="3.12", help="the lent machine's Python version")
+    p.add_argument("--pack", default=str(PACK), help="the pack, for the size check")
+    p.set_defaults(func=wheels)
     p = sub.add_parser("train")
-    p.add_argument("--data", default=str(ROOT / ".devdata/cache"),
+    p.add_argument("--data", default=str(PACK),
                    help="a prepared cache, or a packed folder of source films (films.bin)")
-    p.add_argument("--split", default=str(ROOT / ".devdata/split.csv"))
+    p.add_argument("--split", default=str(PACK / "split.csv"))
     p.add_argument("--configs", default=str(ROOT / "configs/candidates"))
     p.add_argument("--out", required=True)
     p.add_argument("--max-minutes", type=float, default=6.0)

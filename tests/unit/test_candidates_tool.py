@@ -40,6 +40,32 @@ def test_one_pack_of_films_is_prepared_once_per_distinct_pipeline(small_set, tmp
             assert len(list(csv.DictReader(f))) == 30
 
 
+def test_pack_replaces_an_old_pack_whole_and_never_deletes_other_files(small_set, tmp_path):
+    """It once cleared its default folder, .devdata/, wheels and all, before writing the pack."""
+    images, labels = small_set
+    with open(labels, newline="") as f:
+        ids = [r[0] for r in list(csv.reader(f))[1:11]]
+    split = tmp_path / "split.csv"
+
+    def run(dest, n):
+        split.write_text("id,split\n" + "".join(f"{i},train\n" for i in ids[:n]))
+        pack(Namespace(dest=str(dest), split=str(split), cache=None, images=str(images),
+                       labels=str(labels)))
+
+    other = tmp_path / "devdata"
+    other.mkdir()
+    (other / "monai.whl").write_bytes(b"wheel")
+    with pytest.raises(SystemExit, match="not a pack"):
+        run(other, 10)
+    assert [p.name for p in other.iterdir()] == ["monai.whl"]
+    dest = tmp_path / "pack"
+    run(dest, 10)
+    run(dest, 4)  # a second pack replaces the first, with nothing of it left over
+    with open(dest / "films.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pack")) == ["pack"]
+
+
 def _fake_run(tmp_path, name: str, epochs_run: int, best_epoch: int):
     run = tmp_path / name
     run.mkdir()
