@@ -56,21 +56,28 @@ def pack(a: argparse.Namespace) -> None:
     if dest.exists() and any(dest.iterdir()) and not (dest / "split.csv").is_file():
         # a pack always holds its split.csv: anything else there is not ours to delete
         sys.exit(f"pack: {dest} holds files that are not a pack; give a new or empty --dest")
-    split = dict(csv.reader(Path(a.split).read_text().splitlines()[1:]))
+    for given in (a.split, a.cache, a.images, a.labels):
+        if given and not Path(given).exists():
+            sys.exit(f"pack: {given} does not exist")
+    split = dict(r[:2] for r in csv.reader(Path(a.split).read_text().splitlines()[1:]) if r)
     keep = {i for i, s in split.items() if s in ("train", "val")}
     if not keep:
         sys.exit(f"pack: {a.split} names no train or val films (an id,split CSV)")
     partial = dest.with_name(dest.name + ".partial")  # an old pack stays whole until replaced
     if partial.exists():
         shutil.rmtree(partial)
-    if a.cache:
-        _pack_cache(Path(a.cache), partial, keep)
-    else:
-        _pack_films(Path(a.images), Path(a.labels), partial, keep)
-    with open(partial / "split.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "split"])
-        w.writerows([i, s] for i, s in split.items() if i in keep)
+    try:
+        if a.cache:
+            _pack_cache(Path(a.cache), partial, keep)
+        else:
+            _pack_films(Path(a.images), Path(a.labels), partial, keep)
+        with open(partial / "split.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "split"])
+            w.writerows([i, s] for i, s in split.items() if i in keep)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # nothing half-written stays behind
+        raise
     if dest.exists():
         shutil.rmtree(dest)
     partial.rename(dest)
@@ -149,6 +156,10 @@ def _pack_films(images: Path, labels: Path, dest: Path, keep: set[str]) -> None:
         reader = csv.reader(f)
         header = next(reader)
         rows = [r for r in reader if r and r[0] in keep]
+    missing = sorted(keep - {r[0] for r in rows})
+    if missing:
+        sys.exit(f"pack: {len(missing)} film(s) of the split have no row in {labels} "
+                 f"(first: {missing[0]})")
     with open(dest / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)

@@ -64,6 +64,18 @@ def test_pack_replaces_an_old_pack_whole_and_never_deletes_other_files(small_set
     with open(dest / "films.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pack")) == ["pack"]
+    split.write_text("id,split\n" + "".join(f"{i},train\n" for i in ids[:3]) + "999999,val\n")
+    with pytest.raises(SystemExit, match="no row in"):
+        run_with = Namespace(dest=str(dest), split=str(split), cache=None, images=str(images),
+                             labels=str(labels))
+        pack(run_with)
+    more = tmp_path / "labels.csv"  # a label without its film
+    more.write_text(labels.read_text().rstrip("\n") + "\n999999,100,True\n")
+    with pytest.raises(SystemExit, match="no film for id 999999"):
+        pack(Namespace(**{**vars(run_with), "labels": str(more)}))
+    with open(dest / "films.csv", newline="") as f:  # the pack before it, whole
+        assert len(list(csv.DictReader(f))) == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pack")) == ["pack"]
 
 
 def _fake_run(tmp_path, name: str, epochs_run: int, best_epoch: int):
