@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -241,7 +240,8 @@ def _shrink(weights: Path, dtype: str = "int8") -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from boneage.models.checkpoint import card_path, file_sha256, stored_state
+    from boneage.fileio import file_sha256
+    from boneage.models.checkpoint import card_path, stored_state
 
     with safe_open(str(weights), "pt") as f:
         meta = f.metadata()
@@ -346,6 +346,8 @@ def _epochs_run(run: Path) -> int | None:
 
 
 def unpack(a: argparse.Namespace) -> None:
+    from boneage.fileio import file_sha256
+
     parts = sorted(Path(a.parts).glob("runs.tar.*"))
     dest = Path(a.dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -368,7 +370,7 @@ def unpack(a: argparse.Namespace) -> None:
         card["data"].update(
             source=rows[0]["source"],
             split_counts={s: sum(v == s for v in split.values()) for s in ("train", "val", "test")},
-            split_sha256=hashlib.sha256((run / "split.csv").read_bytes()).hexdigest())
+            split_sha256=file_sha256(run / "split.csv"))
         (run / "best.json").write_text(json.dumps(card, indent=2) + "\n")
         print("unpacked", run)
 

@@ -84,6 +84,17 @@ def atomic_write_csv(
     atomic_write_text(path, buf.getvalue())
 
 
+def file_sha256(path: str | Path) -> str:
+    """A file's sha256, read in 1 MiB pieces (weights, graphs, label files of any size)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def read_text(path: str | Path, what: str = "text file") -> str:
     """A text file someone hands us (a config, a card, a pipeline, a split, labels), or one
     line naming it: a binary or unreadable file is the user's to fix, not a traceback."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from boneage.errors import BoneAgeError
-from boneage.fileio import atomic_write_json, ensure_writable_dir
+from boneage.fileio import atomic_write_json, ensure_writable_dir, file_sha256
 from boneage.inference.predictor import TorchPredictor
 from boneage.models.checkpoint import SCALE
 
@@ -64,8 +64,6 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weight
         raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
-    from boneage.models.checkpoint import file_sha256
-
     onnx_info = {"opset": opset, "source": src.path.name if share_weights else str(src.path),
                  "weights": src.path.name if share_weights else "embedded",
                  "sha256": file_sha256(out)}

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from boneage.errors import BoneAgeError
-from boneage.fileio import atomic_write_bytes, atomic_write_json, publish_folder, read_text
+from boneage.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    file_sha256,
+    publish_folder,
+    read_text,
+)
 from boneage.models.contract import check_card
 
 CARD_FORMAT = "boneage-model/1"
@@ -23,14 +29,6 @@ BUNDLED = Path(__file__).resolve().parents[1] / "weights"  # models shipped in t
 
 def card_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_digest(path: str | Path, expected: str | None) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from boneage.data.labels import LabelTable, default_images_dir, load_table, read_labels
 from boneage.data.splits import load_split, save_split, stratified_sample, stratified_split
 from boneage.errors import BoneAgeError
-from boneage.fileio import atomic_write_csv, ensure_writable_dir, read_csv_dicts
+from boneage.fileio import atomic_write_csv, ensure_writable_dir, file_sha256, read_csv_dicts
 from boneage.preprocess.prepare import Cache, cpu_count, load_cache, prepare, table_from_cache
 from boneage.preprocess.steps import Pipeline, preset_pipeline
 from boneage.training.config import TrainConfig, load_config
@@ -31,10 +31,6 @@ from boneage.training.config import TrainConfig, load_config
 
 def pipeline_for(cfg: TrainConfig) -> Pipeline:
     return preset_pipeline(cfg.pipeline, cfg.image_size, crop=cfg.crop, clahe=cfg.clahe)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_run_dir(out: Path, resume: bool) -> None:
@@ -162,7 +158,7 @@ def train(
             save_split(split, out / "split.csv")
             atomic_write_csv(out / "provenance.csv", ["cache", "source", "source_sha256"],
                              [[str(cache.resolve()), source,
-                               _sha256(Path(source)) if Path(source).is_file() else ""]])
+                               file_sha256(source) if Path(source).is_file() else ""]])
     tr, va = _load_parts(cache, split)
     return _fit(out, cfg, tr, va, source, split, resume, progress, dry_run)
 
@@ -314,7 +310,7 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
         "target_norm": {"mean": mean, "std": max(std, 1e-6)},
         "io": io_contract(tr.pipeline.output_size, module.net.n_features),
         "data": {"source": source, "split_counts": counts,
-                 "split_sha256": hashlib.sha256((out / "split.csv").read_bytes()).hexdigest(),
+                 "split_sha256": file_sha256(out / "split.csv"),
                  "images_sha256": _images_digest(tr, va)},
         "training": {"config": cfg.to_dict(), "precision": precision,
                      "device": device_description(cfg.accelerator),
