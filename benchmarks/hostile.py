@@ -7,6 +7,10 @@
    `boneage serve` (status, server memory before and after).
 2. A 300 MB body sent chunked (no Content-Length): how much had been sent when the 413 came.
 3. 16 concurrent 62 MB uploads: statuses and the server's peak memory (workers 1, queue 8).
+4. Nine slow clients (a few bytes every 0.5 s each) while real uploads come and go: each real
+   upload's status and time against the same upload alone (workers 1, queue 2).
+5. A 616 kB PNG that decodes to 8,900 x 8,900 16-bit RGBA (634 MB): status, time and the
+   server's memory before and at its peak.
 Writes benchmarks/results/hostile.json.
 """
 
@@ -115,6 +119,63 @@ def chunked_until_refused(url: str, total_mb: int = 300) -> tuple[bytes, int]:
         return sk.recv(200), sent
 
 
+def slow_client(url: str, stop, boundary: str = "b") -> None:
+    u = urlparse(url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n"
+                   f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode())
+        while not stop.is_set():
+            try:
+                s.sendall(b"-" * 8)
+            except OSError:
+                return
+            if select.select([s], [], [], 0.5)[0]:
+                return  # answered (cut off): a real attacker would reconnect
+
+
+def slow_clients(url: str, film: bytes) -> dict:
+    """Real uploads timed alone, then with nine slow clients sending."""
+    import threading
+
+    body, ctype = multipart({"sex": "F"}, film)
+
+    def timed() -> tuple[int, float]:
+        t0 = time.perf_counter()
+        return post(url + "/v1/predict", body, ctype), round(time.perf_counter() - t0, 2)
+
+    alone = [timed() for _ in range(3)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=slow_client, args=(url, stop), daemon=True)
+               for _ in range(9)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    try:
+        during = [timed() for _ in range(5)]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    return {"alone": alone, "with_nine_slow_clients": during,
+            "worst_extra_seconds": round(max(s for _, s in during) - max(s for _, s in alone),
+                                         2)}
+
+
+def rgba_bomb() -> bytes:
+    """A real 8,900 x 8,900 16-bit RGBA PNG of zeros (about 616 kB), written row by row."""
+    raw = zlib.compressobj(9)
+    row = b"\0" + b"\0" * (8900 * 8)
+    data = b"".join(raw.compress(row) for _ in range(8900)) + raw.flush()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (len(payload).to_bytes(4, "big") + kind + payload
+                + zlib.crc32(kind + payload).to_bytes(4, "big"))
+
+    ihdr = (8900).to_bytes(4, "big") * 2 + bytes([16, 6, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data)
+            + chunk(b"IEND", b""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
@@ -159,6 +220,21 @@ def main() -> None:
                 "statuses": {str(c): codes.count(c) for c in sorted(set(codes))},
                 "rss_mb_before": round(before), "peak_mb": round(memory_mb(proc.pid, "VmHWM")),
                 "rss_mb_after": round(memory_mb(proc.pid))}
+        with local_server("--model", a.model, "--workers", "1", "--queue", "8",
+                          timeout_s=120) as (url, proc):
+            bomb_png = rgba_bomb()
+            body, ctype = multipart({"sex": "F"}, bomb_png)
+            before = memory_mb(proc.pid)
+            t0 = time.perf_counter()
+            status = post(url + "/v1/predict", body, ctype)
+            res["rgba_png_bomb"] = {"file_kb": round(len(bomb_png) / 1024), "status": status,
+                                    "seconds": round(time.perf_counter() - t0, 2),
+                                    "rss_mb_before": round(before),
+                                    "peak_mb": round(memory_mb(proc.pid, "VmHWM"))}
+        with local_server("--model", a.model, "--workers", "1", "--queue", "2",
+                          timeout_s=120) as (url, proc):
+            film = (ROOT / "examples/phantom-hand.png").read_bytes()
+            res["slow_clients"] = slow_clients(url, film)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
 

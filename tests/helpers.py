@@ -4,7 +4,10 @@ in conftest.py), so no test module imports another."""
 from __future__ import annotations
 
 import struct
+import threading
+import time
 import zlib
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -98,8 +101,38 @@ def undecodable_jpeg_dicom(path, bits_stored: int = 12):
     return p
 
 
-def png_header(w: int, h: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+def png_header(w: int, h: int, depth: int = 8, colour: int = 0) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
     chunk = b"IHDR" + ihdr
     return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk
             + struct.pack(">I", zlib.crc32(chunk)))
+
+
+@contextmanager
+def running(app, **protocol_settings):
+    """The app under a real uvicorn (with our header-deadline protocol) on a loopback port."""
+    import socket
+
+    import uvicorn
+
+    from boneage.service import protocol
+
+    saved = {k: getattr(protocol, k) for k in protocol_settings}
+    for k, v in protocol_settings.items():
+        setattr(protocol, k, v)
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           http=protocol.HeaderDeadlineProtocol))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        t.join(10)
+        for k, v in saved.items():
+            setattr(protocol, k, v)

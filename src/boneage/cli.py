@@ -260,10 +260,12 @@ def _parser_train(sub) -> None:
                    "total)")
     p.add_argument("--batch-size", type=_positive_int, help="films per batch (per device)")
     p.add_argument("--image-size", type=_positive_int, help="side of the prepared square, px")
-    p.add_argument("--pipeline", choices=("seed", "squash", "hand", "hand-stretch"),
+    p.add_argument("--pipeline", choices=("seed", "squash", "hand", "hand-stretch",
+                                          "hand-standard"),
                    help="seed: crop+CLAHE+letterbox; squash: the 100 px data's transform; "
                    "hand: the hand found on the film, its box stretched to the square; "
-                   "hand-stretch: hand at full contrast")
+                   "hand-stretch: hand at full contrast; hand-standard: hand, masked, its grey "
+                   "levels standardised (the same input however the film was rendered)")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="train on a stratified "
                    "subset of N films (same sex and age-band proportions): a quick run")
     p.add_argument("--init", metavar="MODEL", help="start from this model's weights "
@@ -469,8 +471,6 @@ def _parser_predict(sub) -> None:
 
 # ------------------------------------------------------------------------------------ serve
 def cmd_serve(a: argparse.Namespace) -> int:
-    import logging
-    import os
     from pathlib import Path
 
     try:
@@ -485,19 +485,43 @@ def cmd_serve(a: argparse.Namespace) -> int:
         from boneage.fileio import ensure_writable_dir
 
         keep = ensure_writable_dir(a.keep_uploads)
-    settings = Settings(api_key=a.api_key or os.environ.get("BONEAGE_API_KEY") or None,
+    key = _api_key(a)
+    settings = Settings(api_key=key,
                         max_upload_bytes=int(a.max_upload_mb * 2**20), workers=a.workers,
                         queue=a.queue, keep_uploads=keep and Path(keep),
-                        cors_origins=tuple(a.cors_origin or ()), docs=a.docs)
+                        cors_origins=tuple(a.cors_origin or ()), docs=a.docs,
+                        per_client=a.per_client)
     app = create_app(load_model(a.model, a.backend), settings)
+    from boneage.service.logs import configure_logging
     from boneage.service.protocol import HeaderDeadlineProtocol
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     print(f"serving {app.state.model.name} on http://{a.host}:{a.port}"
           + (" (API docs at /docs)" if a.docs else ""))
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False,
-                http=HeaderDeadlineProtocol, timeout_keep_alive=5)
+    uvicorn.run(app, host=a.host, port=a.port, log_config=None, log_level="warning",
+                access_log=False, http=HeaderDeadlineProtocol, timeout_keep_alive=5)
     return 0
+
+
+def _api_key(a: argparse.Namespace) -> str | None:
+    """The key from --api-key-file, else BONEAGE_API_KEY, else --api-key (which every local
+    user can read in the process list: a warning says so)."""
+    import os
+    import sys
+
+    if a.api_key_file:
+        from boneage.fileio import read_text
+
+        key = read_text(a.api_key_file, "API key file").strip()
+        if not key or "\n" in key:
+            raise BoneAgeError(f"{a.api_key_file}: the API key file must hold one key on one "
+                               "line")
+        return key
+    if a.api_key:
+        print("warning: --api-key is visible to every local user in the process list; use "
+              "BONEAGE_API_KEY or --api-key-file", file=sys.stderr)
+        return a.api_key
+    return os.environ.get("BONEAGE_API_KEY") or None
 
 
 def _parser_serve(sub) -> None:
@@ -509,7 +533,12 @@ def _parser_serve(sub) -> None:
     p.add_argument("--workers", type=_bounded(int, 1, 64), default=1, help="inference threads")
     p.add_argument("--queue", type=_bounded(int, 0, 10_000), default=8,
                    help="requests waiting beyond the workers before 503 (0 or more)")
-    p.add_argument("--api-key", help="require this key (X-API-Key); or env BONEAGE_API_KEY")
+    p.add_argument("--api-key-file", metavar="FILE", help="require the key in this file "
+                   "(X-API-Key or Authorization: Bearer); or set BONEAGE_API_KEY")
+    p.add_argument("--api-key", help="require this key (visible in the process list: prefer "
+                   "BONEAGE_API_KEY or --api-key-file)")
+    p.add_argument("--per-client", type=_bounded(int, 1, 1000), default=16,
+                   help="uploads one client address may send at once (default 16)")
     p.add_argument("--max-upload-mb", type=_bounded(float, 0.01, 4096), default=64.0,
                    help="largest upload accepted, in MB (default 64)")
     p.add_argument("--keep-uploads", metavar="DIR", help="save uploads here (off by default)")

@@ -83,6 +83,6 @@ def test_decompression_bomb_rejected_before_decoding():
         decode_image(png_header(100_000, 100_000), "bomb.png")
 
 
-def test_jpeg_header_size(tmp_path):
+def test_jpeg_header_info(tmp_path):
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((37, 91), np.uint8))
-    assert images.header_size((tmp_path / "a.jpg").read_bytes(), "jpeg") == (91, 37)
+    assert images.header_info((tmp_path / "a.jpg").read_bytes(), "jpeg") == (91, 37, 1, 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -18,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from boneage.data.synthetic import synthetic_film  # noqa: E402
 from boneage.inference.api import load_model  # noqa: E402
 from boneage.service.app import Settings, create_app  # noqa: E402
-from tests.helpers import png_header, write_dicom  # noqa: E402
+from tests.helpers import png_header, running, write_dicom  # noqa: E402
 
 
 def decode_data_url(url: str) -> np.ndarray:
@@ -132,36 +131,6 @@ def test_every_error_is_json(client):
     r = client.post("/v1/predict", files={"file": ("f.png", png(), "image/png")},
                     data={"sex": "F", "colour": "red"})
     assert r.status_code == 400 and "unknown field" in r.json()["error"]
-
-
-@contextmanager
-def running(app, **protocol_settings):
-    """The app under a real uvicorn (with our header-deadline protocol) on a loopback port."""
-    import socket
-
-    import uvicorn
-
-    from boneage.service import protocol
-
-    saved = {k: getattr(protocol, k) for k in protocol_settings}
-    for k, v in protocol_settings.items():
-        setattr(protocol, k, v)
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                           http=protocol.HeaderDeadlineProtocol))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        t.join(10)
-        for k, v in saved.items():
-            setattr(protocol, k, v)
 
 
 def test_chunked_upload_refused_while_it_streams(model_path):

@@ -40,6 +40,7 @@ class DicomFilm:
     age_months: float | None
     study_date: date | None = None
     notes: list[str] = field(default_factory=list)  # what the header says against a hand film
+    patient_sex: str | None = None  # PatientSex as written (M, F, O, or anything else)
 
 
 def _parse_age(value: str) -> float | None:
@@ -102,7 +103,7 @@ def _check_header(ds, name: str) -> None:
         raise BoneAgeError(f"{name}: DICOM holds no image (no pixel data)")
     if rows * cols == 0:
         raise BoneAgeError(f"{name}: DICOM holds no image (no rows or columns)")
-    _check_pixels(cols, rows, name)
+    _check_pixels(cols, rows, name, samples, max(1, (bits + 7) // 8))  # the frame decoded
     claimed = max(frames, 1) * rows * cols * max(samples, 1) * max(1, (bits + 7) // 8)
     if claimed > MAX_DICOM_BYTES:
         raise TooLarge(f"{name}: DICOM claims {frames} frame(s) of {cols}x{rows}x{samples}, "
@@ -211,13 +212,26 @@ def _decode_dicom(data: bytes, name: str) -> DicomFilm:
 
     sex = str(ds.get("PatientSex", "") or "").strip().upper()
     male = {"M": True, "F": False}.get(sex)
-    age = _parse_age(str(ds.get("PatientAge", "") or ""))
-    seen = _parse_date(str(ds.get("StudyDate", "") or ds.get("AcquisitionDate", "") or ""))
+    notes = header_notes(ds)
+    raw_age = str(ds.get("PatientAge", "") or "").strip()
+    age = _parse_age(raw_age)
+    if raw_age and age is None:
+        notes.append("DICOM PatientAge is unreadable (not like 010Y): no age taken from it")
+    raw_seen = str(ds.get("StudyDate", "") or ds.get("AcquisitionDate", "") or "").strip()
+    seen = _parse_date(raw_seen)
+    if raw_seen and seen is None:
+        notes.append("DICOM StudyDate is unreadable (not YYYYMMDD): no age computed from it")
     if age is None:
-        born = _parse_date(str(ds.get("PatientBirthDate", "") or ""))
+        raw_born = str(ds.get("PatientBirthDate", "") or "").strip()
+        born = _parse_date(raw_born)
+        if raw_born and born is None:
+            notes.append("DICOM PatientBirthDate is unreadable (not YYYYMMDD): no age computed "
+                         "from it")
         if born and seen and seen >= born:
             age = (seen - born).days / DAYS_PER_MONTH
-    notes = header_notes(ds)
+        elif born and seen:
+            notes.append("DICOM StudyDate is before PatientBirthDate: no age computed")
     if colour:
         notes.append("a colour DICOM: hand radiographs are greyscale")
-    return DicomFilm(pixels=pixels, male=male, age_months=age, study_date=seen, notes=notes)
+    return DicomFilm(pixels=pixels, male=male, age_months=age, study_date=seen, notes=notes,
+                     patient_sex=sex or None)

@@ -17,6 +17,10 @@ from boneage.errors import BoneAgeError, TooLarge
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 MAX_PIXELS = int(os.environ.get("BONEAGE_MAX_PIXELS", 80_000_000))  # ~9000 x 9000
+# what decoding one image may allocate: width x height x channels x bytes per sample, read from
+# the header (a 616 kB 16-bit RGBA PNG of 8,900 x 8,900 asks for 634 MB)
+MAX_DECODE_BYTES = int(os.environ.get("BONEAGE_MAX_DECODE_BYTES", 256 << 20))
+MAX_SIDE = 65_535  # JPEG's and DICOM's own limit; libpng refuses (and prints) past 1,000,000
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
@@ -33,10 +37,16 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """(width, height) read from a PNG or JPEG header without decoding the pixels."""
-    if fmt == "png" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # by colour type (a palette decodes to RGB)
+
+
+def header_info(data: bytes, fmt: str) -> tuple[int, int, int, int] | None:
+    """(width, height, channels, bytes per sample) read from a PNG or JPEG header without
+    decoding the pixels."""
+    if fmt == "png" and len(data) >= 26:
+        w, h = struct.unpack(">II", data[16:24])
+        depth, colour = data[24], data[25]
+        return w, h, _PNG_CHANNELS.get(colour, 4), 2 if depth == 16 else 1
     if fmt == "jpeg":
         i = 2
         while i + 9 < len(data):
@@ -50,7 +60,7 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
             seg_len = struct.unpack(">H", data[i + 2 : i + 4])[0]
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
                 h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-                return w, h
+                return w, h, data[i + 9], 2 if data[i + 4] > 8 else 1
             i += 2 + seg_len
     return None
 
@@ -58,10 +68,20 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
 MIN_SIDE = 32  # pixels: a smaller picture is no radiograph
 
 
-def _check_pixels(w: int, h: int, name: str) -> None:
-    """From the header, before any decoding: a decompression bomb or a picture too small."""
+def _check_pixels(w: int, h: int, name: str, channels: int = 1, sample_bytes: int = 1
+                  ) -> None:
+    """From the header, before any decoding: a decompression bomb (by pixels, by side, and by
+    the bytes decoding would allocate) or a picture too small."""
     if min(w, h) < MIN_SIDE:
         raise BoneAgeError(f"{name}: image is {w}x{h} pixels, too small for a radiograph")
+    if max(w, h) > MAX_SIDE:
+        raise TooLarge(f"{name}: image is {w}x{h} pixels, a side over {MAX_SIDE:,}: no "
+                       "radiograph is that long")
+    need = w * h * max(channels, 1) * max(sample_bytes, 1)
+    if need > MAX_DECODE_BYTES:
+        raise TooLarge(f"{name}: decoding this {w}x{h} image ({channels} channel(s) of "
+                       f"{8 * sample_bytes} bits) would take {need >> 20} MB, over the limit of "
+                       f"{MAX_DECODE_BYTES >> 20} MB (set BONEAGE_MAX_DECODE_BYTES to raise it)")
     if w * h > MAX_PIXELS:
         raise TooLarge(
             f"{name}: image is {w}x{h} pixels, over the limit of {MAX_PIXELS:,} "
@@ -110,10 +130,11 @@ def decode_image(data: bytes, name: str = "image", notes: list[str] | None = Non
         if notes is not None:
             notes += d.notes
         return d.pixels
-    size = header_size(data, fmt)
-    if size is None:
+    info = header_info(data, fmt)
+    if info is None:
         raise BoneAgeError(f"{name}: unreadable {fmt.upper()} header (truncated or corrupt file)")
-    _check_pixels(*size, name)
+    w, h, channels, sample_bytes = info
+    _check_pixels(w, h, name, channels, sample_bytes)
     if fmt == "png":
         _check_png_chunks(data, name)
     import cv2

@@ -62,6 +62,7 @@ class Film:
     male: bool | None = None
     age_months: float | None = None
     study_date: str | None = None  # ISO date, from the DICOM header
+    patient_sex: str | None = None  # the DICOM's PatientSex as written (M, F, O, ...)
     notes: list[str] = field(default_factory=list)  # what the file says against a hand film
 
 
@@ -76,7 +77,8 @@ def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) 
 
         d = decode_dicom(data, label)
         return Film(label, ToUint8()(d.pixels, {}), d.male, d.age_months,
-                    d.study_date.isoformat() if d.study_date else None, list(d.notes))
+                    d.study_date.isoformat() if d.study_date else None,
+                    patient_sex=d.patient_sex, notes=list(d.notes))
     notes: list[str] = []
     return Film(label, ToUint8()(decode_image(data, label, notes), {}), notes=notes)
 
@@ -130,14 +132,41 @@ def given_sex(value: Any) -> bool | None:
     return male
 
 
-def resolve_sex(value: Any, film: Film) -> bool:
+SEX_SOURCES = ("given", "header")
+
+
+def resolve_sex(value: Any, film: Film, prefer: str = "given") -> bool:
+    """The sex to estimate with: the one given, else the DICOM's PatientSex; `prefer="header"`
+    trusts the header where both are there (a conflict is a warning either way:
+    `sex_conflict`)."""
     male = given_sex(value)
+    if prefer == "header" and film.male is not None:
+        return film.male
     if male is not None:
         return male
     if film.male is not None:
         return film.male
+    code = (film.patient_sex or "").strip()
+    if code == "O":
+        why = "the film's PatientSex is O (other): give M or F, the standard to compare with"
+    elif code:
+        why = f"the film's PatientSex is {code[:8]!r}, neither M nor F: give M or F"
+    else:
+        why = "give it, or use a DICOM with PatientSex"
     raise BoneAgeError(f"{film.name}: sex is required (the bone-age standards differ by sex); "
-                       "give it, or use a DICOM with PatientSex")
+                       f"{why}")
+
+
+def sex_conflict(value: Any, film: Film, used: bool) -> str | None:
+    """A warning when the sex given and the DICOM header's PatientSex disagree (a wrong film or
+    a wrong form moves the estimate by months), naming both and the one used."""
+    given = given_sex(value)
+    if given is None or film.male is None or given == film.male:
+        return None
+    sx = "M" if given else "F"
+    hx = "M" if film.male else "F"
+    return (f"sex given as {sx} but the DICOM header says {hx}: estimated as "
+            f"{'M' if used else 'F'}; check the film and the form")
 
 
 def prepare_film(film: Film, pipeline: Pipeline) -> tuple[np.ndarray, dict[str, Any]]:
@@ -194,17 +223,18 @@ class BoneAgeModel:
         return prepare_film(film, self.predictor.pipeline)
 
     def predict_films(self, films: list[Film], sexes: list, ages: list,
-                      prepared: list[tuple[np.ndarray, dict]] | None = None
-                      ) -> list[BoneAgeResult]:
-        """The core: prepared images -> (TTA) model -> interval, comparison, warnings."""
+                      prepared: list[tuple[np.ndarray, dict]] | None = None,
+                      sex_source: str = "given") -> list[BoneAgeResult]:
+        """The core: prepared images -> (TTA) model -> interval, comparison, warnings.
+        `sex_source` says which sex wins where the given one and the DICOM's differ."""
         from boneage.inference.quality import MEANINGLESS, novelty, quality_warnings
         from boneage.inference.reference import compare_ages, reference_range
         from boneage.inference.uncertainty import has_interval, interval
 
-        male = np.array([resolve_sex(s, f) for s, f in zip(sexes, films, strict=True)])
+        male = np.array([resolve_sex(s, f, sex_source) for s, f in zip(sexes, films, strict=True)])
         cas, notes = [], []
-        for a, f in zip(ages, films, strict=True):
-            note = []
+        for a, f, s, m in zip(ages, films, sexes, male, strict=True):
+            note = [w for w in (sex_conflict(s, f, bool(m)),) if w]
             if a is None and f.age_months is not None and not 0 <= f.age_months <= 240:
                 note.append(f"DICOM age {f.age_months:.0f} months ignored (outside 0-240)")
                 cas.append(None)

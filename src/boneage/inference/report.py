@@ -9,9 +9,16 @@ can be searched and extracted): no extra dependency."""
 from __future__ import annotations
 
 import io
+import logging
 import re
 import textwrap
+import unicodedata
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +32,79 @@ INTERVAL_NOTE = ("90% interval: on films the model had not seen, the true bone a
                  "such an interval 9 times in 10 (split-conformal calibration).")
 SDS_NOTE = ("SDS: (bone age - chronological age) / the Greulich & Pyle / Brush Foundation SD for "
             "the child's age and sex; below -2 is delayed, above +2 advanced.")
+
+
+# TrueType fonts tried after matplotlib's own DejaVu Sans (Latin, Greek, Cyrillic, Armenian,
+# Georgian, Hebrew, Arabic), where Debian's packages installed them: fonts-droid-fallback
+# (Apache-2.0; Chinese, Japanese) and fonts-nanum (SIL OFL 1.1; Korean). `.ci/run` installs
+# both; without them, or for a script none has, `printable` transliterates.
+FALLBACK_FONTS = ("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+                  "/usr/share/fonts/truetype/nanum/NanumGothic.ttf")
+
+
+@lru_cache(maxsize=1)
+def _font_setup() -> tuple[list[str], frozenset[int]]:
+    """(font families in fallback order, the code points they cover together)."""
+    from fontTools.ttLib import TTFont
+    from matplotlib import font_manager
+
+    families, covered = [], set()
+    paths = [font_manager.findfont("DejaVu Sans")] + [p for p in FALLBACK_FONTS
+                                                       if Path(p).is_file()]
+    for i, path in enumerate(paths):
+        try:
+            if i:
+                font_manager.fontManager.addfont(path)
+            font = TTFont(path, lazy=True, fontNumber=0)
+            covered |= set(font.getBestCmap())
+            families.append(font_manager.FontProperties(fname=path).get_name())
+        except Exception:  # an unreadable font file: do without it
+            continue
+    return families, frozenset(covered)
+
+
+def printable(text: str) -> str:
+    """`text` as the report's fonts can draw it, never as empty boxes: a character none of
+    them has is written as its ASCII form where it has one (accents dropped), else as a rough
+    romanisation from its Unicode name (DEVANAGARI LETTER RA -> ra, a vowel sign's vowel; marks
+    dropped), else as its code point (U+0E01)."""
+    _, covered = _font_setup()
+    out = []
+    for ch in text:
+        if ord(ch) in covered or ch.isspace():
+            out.append(ch)
+            continue
+        plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+        if plain:
+            out.append(plain)
+            continue
+        words = unicodedata.name(ch, "").split()
+        if "CHARACTER" in words:  # THAI CHARACTER SO SUA -> so, THAI CHARACTER SARA AA -> aa
+            rest = words[words.index("CHARACTER") + 1:] or [""]
+            out.append((rest[1:] if rest[0] == "SARA" else rest)[0].lower())
+        elif "LETTER" in words or "VOWEL" in words:
+            out.append(words[-1].lower())
+        elif unicodedata.category(ch) not in ("Mn", "Mc"):
+            out.append(f"U+{ord(ch):04X}")
+    return "".join(out)
+
+
+@contextmanager
+def quiet_drawing() -> Iterator[None]:
+    """No warning or log line from the drawing libraries while a report is drawn: matplotlib
+    logs one line per glyph a font lacks and fontTools one per glyph it subsets, so a
+    patient's name could be read back from a log."""
+    loggers = [logging.getLogger(n) for n in ("matplotlib", "fontTools")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def years_months(months: float) -> str:
@@ -83,13 +163,15 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
 
     plt = _plt()
     film = display_film(film_pixels)
-    with matplotlib.rc_context({"pdf.fonttype": 42, "font.size": 9}):
+    families, _ = _font_setup()
+    with quiet_drawing(), matplotlib.rc_context({"pdf.fonttype": 42, "font.size": 9,
+                                                 "font.family": families}):
         fig = plt.figure(figsize=(8.27, 11.69))  # A4 portrait
         left, width = 0.07, 0.86
         fig.text(left, 0.955, "Bone age report", fontsize=18, weight="bold")
         fig.text(left + width, 0.958, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                  fontsize=8, color="#555", ha="right")
-        who = f"Film: {identifier or result.file}"
+        who = f"Film: {printable(identifier or result.file)}"
         if study_date:
             who += f"     Study date: {study_date}"
         fig.text(left, 0.93, who, fontsize=10)

@@ -5,11 +5,16 @@ Statuses: 400 missing or invalid field, 401 missing or wrong API key, 404/405 no
 method, 408 request body too slow, 413 upload or image too large, 415 not an image or DICOM, 422
 unreadable image, 503 (with Retry-After) queue full. Every error is `{"error": "..."}`.
 
-Uploads are read by our own bounded reader, not by the framework's form parser: the queue slot
-is taken before the body is read (a full server turns uploads away before receiving them), the
-body is counted as it arrives and refused with 413 as soon as it passes the limit (with or
-without Content-Length), a stalled body ends with 408, and the parts stay in memory (nothing
-reaches the disk).
+Uploads are read by our own bounded reader, not by the framework's form parser: the whole body
+is read before a queue slot is taken (a slow client holds a connection, never a place in the
+queue), counted as it arrives and refused with 413 as soon as it passes the limit (with or
+without Content-Length); a stalled or too slow body ends with 408; one address may send at most
+`per_client` bodies at once (429); the parts stay in memory (nothing reaches the disk).
+
+Security headers (a CSP without inline script or style, frame-ancestors none, nosniff,
+no-referrer) go on every answer. An unexpected exception is logged as its type and route only,
+never a traceback or its message (which could carry patient data); a client that hangs up
+mid-body is one INFO line.
 """
 
 from __future__ import annotations
@@ -45,9 +50,22 @@ log = logging.getLogger("boneage.service")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
 BODY_IDLE_S = 20.0  # the longest pause allowed between two pieces of a request body
 BODY_TOTAL_S = 300.0  # the longest a whole body may take to arrive
+MIN_RATE = 4096  # bytes per second a body must average once BODY_GRACE_S have passed
+BODY_GRACE_S = 10.0
+MIN_SIDE_DOC = "at least 32 x 32 pixels, at most 80 megapixels"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                               "object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 FIELDS = {
-    "file": ("binary", "the film: PNG, JPEG or DICOM"),
+    "file": ("binary", f"the film: PNG, JPEG or DICOM, {MIN_SIDE_DOC}, a hand radiograph"),
     "sex": ("string", "M or F (optional for a DICOM with PatientSex)"),
+    "sex_source": ("string", "which sex to trust when the form and the DICOM's PatientSex "
+                   "differ: form (default) or header; either way the result warns"),
     "chronological_age_months": ("number", "months; optional"),
     "heatmap": ("boolean", "include a Grad-CAM++ overlay on the film (/v1/predict)"),
     "identifier": ("string", "patient or accession identifier, printed on the report and in its "
@@ -61,6 +79,12 @@ def _form_doc(names: tuple[str, ...]) -> dict[str, Any]:
     """The multipart body for the OpenAPI description (the form is parsed by `read_form`)."""
     props = {n: ({"type": "string", "format": "binary"} if t == "binary" else {"type": t})
              | {"description": d} for n, (t, d) in FIELDS.items() if n in names}
+    if "sex" in props:
+        props["sex"]["enum"] = ["M", "F"]
+    if "sex_source" in props:
+        props["sex_source"]["enum"] = ["form", "header"]
+    if "chronological_age_months" in props:
+        props["chronological_age_months"] |= {"minimum": 0, "maximum": 240}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["file"], "properties": props}}}}}
 
@@ -90,6 +114,7 @@ class Settings:
     keep_uploads: Path | None = None
     cors_origins: tuple[str, ...] = ()
     docs: bool = False  # /docs loads Swagger UI from a CDN: off unless asked for
+    per_client: int = 16  # request bodies one client address may send at once
 
 
 class Gate:
@@ -131,9 +156,39 @@ class Form:
         return v in ("true", "1", "yes", "on")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class Disconnected(Exception):
+    """The client hung up before its body arrived: nobody is left to answer."""
+
+
+class ByteBudget:
+    """The bytes of request bodies held in memory at once, across all requests: a body whose
+    next piece would pass the budget is refused (503), so memory stays bounded however many
+    clients send at once, while slow clients, holding a few bytes each, cost almost nothing."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used, self.lock = limit, 0, threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self.lock:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self.lock:
+            self.used -= n
+
+
+async def read_body(request: Request, limit: int, budget: ByteBudget | None = None,
+                    held: list[int] | None = None) -> bytes:
     """The request body, counted as it arrives: 413 as soon as it passes `limit` (whatever
-    Content-Length says, or without one), 408 when it stalls."""
+    Content-Length says, or without one), 503 when the server's body budget is spent, 408 when
+    it stalls, arrives slower than MIN_RATE on average after BODY_GRACE_S, or takes longer
+    than BODY_TOTAL_S. `held[0]` counts what it took from `budget` (the caller gives it back
+    when the request is done)."""
+    from starlette.requests import ClientDisconnect
+
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
         raise HTTPError(413, f"upload over the limit of {limit // 2**20} MB")
@@ -147,21 +202,33 @@ async def read_body(request: Request, limit: int) -> bytes:
             break
         except asyncio.TimeoutError:
             raise HTTPError(408, "the request body stopped arriving") from None
+        except ClientDisconnect:
+            raise Disconnected() from None
+        if budget is not None:
+            if not budget.take(len(chunk)):
+                raise HTTPError(503, "busy: too many uploads in progress, retry shortly",
+                                {"Retry-After": "1"})
+            held[0] += len(chunk)
         body += chunk
         if len(body) > limit:
             raise HTTPError(413, f"upload over the limit of {limit // 2**20} MB")
-        if time.monotonic() - start > BODY_TOTAL_S:
+        elapsed = time.monotonic() - start
+        if elapsed > BODY_TOTAL_S:
             raise HTTPError(408, "the request body took too long to arrive")
+        if elapsed > BODY_GRACE_S and len(body) < MIN_RATE * elapsed:
+            raise HTTPError(408, f"the request body arrives too slowly (under "
+                            f"{MIN_RATE // 1024} kB/s)")
     return bytes(body)
 
 
-async def read_form(request: Request, max_upload: int) -> Form:
+async def read_form(request: Request, max_upload: int, budget: ByteBudget | None = None,
+                    held: list[int] | None = None) -> Form:
     """One multipart form with one file, parsed in memory."""
     from starlette.formparsers import MultiPartException, MultiPartParser
 
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPError(400, "expected a multipart/form-data upload with a 'file' field")
-    pending = [await read_body(request, max_upload + FORM_OVERHEAD)]
+    pending = [await read_body(request, max_upload + FORM_OVERHEAD, budget, held)]
 
     async def once():
         yield pending.pop()  # the parser holds the only reference to the body while it parses
@@ -213,17 +280,41 @@ def require_key(request: Request, settings: SettingsDep) -> None:
         raise HTTPError(401, "missing or wrong API key (send X-API-Key)")
 
 
-async def queue_slot(request: Request) -> AsyncIterator[None]:
-    """A place in the bounded inference queue, taken before the body is read (a full server
-    receives no uploads: 503 with Retry-After) and given back when the request is done."""
-    gate: Gate = request.app.state.gate
-    if not gate.enter():
-        raise HTTPError(503, "busy: the inference queue is full, retry shortly",
+class ClientBodies:
+    """How many request bodies each client address is sending now: a few slow clients may not
+    hold every connection."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count, self.lock = limit, {}, threading.Lock()
+
+    def enter(self, who: str) -> bool:
+        with self.lock:
+            n = self.count.get(who, 0)
+            if n >= self.limit:
+                return False
+            self.count[who] = n + 1
+            return True
+
+    def leave(self, who: str) -> None:
+        with self.lock:
+            self.count[who] -= 1
+            if not self.count[who]:
+                del self.count[who]
+
+
+async def received_form(request: Request, settings: Settings, held: list[int]) -> Form:
+    """The whole form, read under the per-address limit (429 beyond it) and the server's byte
+    budget for bodies in memory (503 beyond it)."""
+    bodies: ClientBodies = request.app.state.bodies
+    who = request.client.host if request.client else "?"
+    if not bodies.enter(who):
+        raise HTTPError(429, "too many uploads at once from this address, retry shortly",
                         {"Retry-After": "1"})
     try:
-        yield
+        return await read_form(request, settings.max_upload_bytes, request.app.state.budget,
+                               held)
     finally:
-        gate.leave()
+        bodies.leave(who)
 
 
 @dataclass
@@ -236,18 +327,40 @@ class Upload:
     heatmap: bool
     identifier: str | None
     study_date: str | None
+    sex_source: str = "form"
 
 
-async def upload(request: Request, _slot: Annotated[None, Depends(queue_slot)],
-                 settings: SettingsDep) -> Upload:
-    """The bounded multipart upload and its fields (400/408/413/415 before any inference);
-    kept on disk only with --keep-uploads."""
-    form = await read_form(request, settings.max_upload_bytes)
+async def upload(request: Request, settings: SettingsDep) -> AsyncIterator[Upload]:
+    """The bounded multipart upload and its fields (400/408/413/415 before any inference),
+    read whole before a place in the inference queue is taken (503 with Retry-After when the
+    queue is full), the place given back when the request is done; kept on disk only with
+    --keep-uploads."""
+    budget: ByteBudget = request.app.state.budget
+    held = [0]
+    try:
+        up = checked(await received_form(request, settings, held), settings)
+        gate: Gate = request.app.state.gate
+        if not gate.enter():
+            raise HTTPError(503, "busy: the inference queue is full, retry shortly",
+                            {"Retry-After": "1"})
+        try:
+            yield up
+        finally:
+            gate.leave()
+    finally:
+        budget.give(held[0])
+
+
+def checked(form: Form, settings: Settings) -> Upload:
+    """The form's fields validated (400/415), in one place for every route."""
     try:
         age = check_age(form.text("chronological_age_months", 32))
     except BoneAgeError as e:
         raise HTTPError(400, f"chronological_age_months: {e}") from None
     sex = form.text("sex", 16)
+    source = (form.text("sex_source", 16) or "form").lower()
+    if source not in ("form", "header"):
+        raise HTTPError(400, "sex_source: expected form or header")
     identifier = form.text("identifier", 120)
     study = form.text("study_date", 10)
     if study and not _is_date(study):
@@ -260,7 +373,7 @@ async def upload(request: Request, _slot: Annotated[None, Depends(queue_slot)],
     if settings.keep_uploads is not None:
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.upload"
         (settings.keep_uploads / name).write_bytes(form.file)
-    return Upload(form, sex, age, heatmap, identifier, study)
+    return Upload(form, sex, age, heatmap, identifier, study, source)
 
 
 UploadDep = Annotated[Upload, Depends(upload)]
@@ -283,15 +396,16 @@ def estimate(model: BoneAgeModel, up: Upload, heatmap: bool) -> Estimate:
     except BoneAgeError as e:
         msg = str(e).removeprefix(f"{name}: ")
         raise HTTPError(413 if isinstance(e, TooLarge) else 422, f"file: {msg}") from None
-    if up.sex is None and film.male is None:
+    source = "header" if up.sex_source == "header" else "given"
+    if up.sex is None and film.male is None and not film.patient_sex:
         raise HTTPError(400, "sex: choose M or F (the bone-age standards differ by sex; "
                         "this film carries no PatientSex)")
     try:
-        male = resolve_sex(up.sex, film)
+        male = resolve_sex(up.sex, film, source)
     except BoneAgeError as e:
         raise HTTPError(400, f"sex: {str(e).removeprefix(f'{name}: ')}") from None
     prepared = model.prepare(film)
-    result = model.predict_films([film], [male], [up.age], [prepared])[0]
+    result = model.predict_films([film], [up.sex], [up.age], [prepared], sex_source=source)[0]
     heat = None
     if heatmap and model.explains:
         heat = model.heatmap(film, male, prepared)
@@ -324,13 +438,14 @@ async def in_pool(request: Request, fn) -> Any:
 
 
 # --------------------------------------------------------------------------------- the routes
-ERRORS = {code: {"model": Error} for code in (400, 401, 408, 413, 415, 422, 503)}
+ERRORS = {code: {"model": Error} for code in (400, 401, 408, 413, 415, 422, 429, 503)}
 STATIC = Path(__file__).parent / "static"
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)],
                responses={401: {"model": Error}})
 
 
-@v1.api_route("/reference", methods=["GET", "HEAD"])
+@v1.head("/reference", include_in_schema=False)
+@v1.get("/reference")
 async def reference_table() -> dict[str, Any]:
     """The Greulich & Pyle / Brush Foundation table (for growth charts)."""
     from boneage.inference.reference import reference
@@ -338,7 +453,8 @@ async def reference_table() -> dict[str, Any]:
     return reference()
 
 
-@v1.api_route("/models", methods=["GET", "HEAD"], response_model=ModelList)
+@v1.head("/models", include_in_schema=False)
+@v1.get("/models", response_model=ModelList)
 async def models(model: ModelDep) -> ModelList:
     card = model.card
     cal = card.get("calibration") or {}
@@ -350,7 +466,8 @@ async def models(model: ModelDep) -> ModelList:
 
 
 @v1.post("/predict", response_model=Prediction, responses=ERRORS,
-         openapi_extra=_form_doc(("file", "sex", "chronological_age_months", "heatmap")))
+         openapi_extra=_form_doc(("file", "sex", "sex_source", "chronological_age_months",
+                                  "heatmap")))
 async def predict(request: Request, up: UploadDep, model: ModelDep) -> dict[str, Any]:
     """The estimate for one film, with the film (and its heatmap) for display."""
     return await in_pool(request, lambda: as_json(model, estimate(model, up, up.heatmap)))
@@ -358,8 +475,8 @@ async def predict(request: Request, up: UploadDep, model: ModelDep) -> dict[str,
 
 @v1.post("/report", response_class=Response, responses={
     200: {"content": {"application/pdf": {}}, "description": "one-page PDF report"}, **ERRORS},
-    openapi_extra=_form_doc(("file", "sex", "chronological_age_months", "identifier",
-                             "study_date")))
+    openapi_extra=_form_doc(("file", "sex", "sex_source", "chronological_age_months",
+                             "identifier", "study_date")))
 async def report(request: Request, up: UploadDep, model: ModelDep) -> Response:
     """A one-page PDF report for one film."""
     pdf, filename = await in_pool(request, lambda: as_pdf(model, estimate(model, up, True), up))
@@ -387,19 +504,48 @@ async def _bad_request(request: Request, exc: RequestValidationError) -> JSONRes
     return _error(400, f"{where}: {first.get('msg', 'invalid')}")
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unexpected %s on %s %s", type(exc).__name__, request.method,
-              request.url.path)  # the type only: a message could carry patient data
-    return _error(500, "internal error (logged on the server)")
+async def _disconnected(request: Request, exc: Disconnected) -> Response:
+    log.info("%s %s: the client hung up before its upload arrived", request.method,
+             request.url.path)
+    return Response(status_code=400)  # nobody reads it
 
 
 async def _access_log(request: Request, call_next):
-    """Method, path, status and time only: never file names, DICOM tags or form values."""
+    """Method, path, status and time only: never file names, DICOM tags or form values. An
+    unexpected exception ends here: its type and the route are logged, never its message or a
+    traceback (either could carry patient data), and the client gets a JSON 500."""
     t0 = time.perf_counter()
-    response = await call_next(request)
+    try:
+        response = await call_next(request)
+    except Exception as exc:
+        log.error("unexpected %s on %s %s", type(exc).__name__, request.method,
+                  request.url.path)
+        response = _error(500, "internal error (logged on the server)")
+    response.headers.update(SECURITY_HEADERS)
     log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code,
              (time.perf_counter() - t0) * 1000)
     return response
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema with the API key declared (X-API-Key, or Authorization: Bearer) on
+    every /v1/ operation when the server requires one, so generated clients send it."""
+    from fastapi.openapi.utils import get_openapi
+
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes)
+    schemes = {"ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+               "Bearer": {"type": "http", "scheme": "bearer"}}
+    schema.setdefault("components", {})["securitySchemes"] = schemes
+    if app.state.settings.api_key is not None:
+        for path, ops in schema.get("paths", {}).items():
+            if path.startswith("/v1/"):
+                for op in ops.values():
+                    op["security"] = [{"ApiKeyHeader": []}, {"Bearer": []}]
+    app.openapi_schema = schema
+    return schema
 
 
 def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI:
@@ -420,8 +566,13 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
     app.add_exception_handler(HTTPError, _http_error)
     app.add_exception_handler(StarletteHTTPException, _route_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Disconnected, _disconnected)
     app.middleware("http")(_access_log)
+    app.state.bodies = ClientBodies(s.per_client)
+    # bodies in memory: as many whole uploads as the queue holds (the bound before bodies were
+    # read ahead of the queue)
+    app.state.budget = ByteBudget((s.workers + s.queue) * (s.max_upload_bytes + FORM_OVERHEAD))
+    app.openapi = lambda: _openapi(app)
     if s.cors_origins:  # added last, so it wraps everything: errors carry CORS headers too
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -433,7 +584,8 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.api_route("/health", methods=["GET", "HEAD"], response_model=Health)
+    @app.head("/health", include_in_schema=False)
+    @app.get("/health", response_model=Health)
     async def health() -> Health:
         return Health(status="ok", model=model.name, version=__version__,
                       api_key_required=s.api_key is not None, heatmaps=model.explains)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,3 +37,18 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     x = ((x - mean) * contrast + mean + bright).clamp(0, 1)
     gamma = torch.exp(_uniform(b, cfg.gamma, x)).view(b, 1, 1, 1).to(x.dtype)
     return x.clamp_min(1e-6) ** gamma
+
+
+def render_batch(x: torch.Tensor, share: float, rng: np.random.Generator) -> torch.Tensor:
+    """x: (B, 1, H, W) uint8. About `share` of the films rendered anew on the CPU
+    (preprocess/render.py: background removed, contrast equalised, CLAHE, gamma, ...), before
+    scaling: what a network needs to answer the same however a film was rendered."""
+    from boneage.preprocess.render import random_rendering
+
+    pick = np.flatnonzero(rng.random(x.shape[0]) < share)
+    if pick.size == 0:
+        return x
+    imgs = x[:, 0].cpu().numpy().copy()
+    for i in pick:
+        imgs[i] = random_rendering(imgs[i], rng)
+    return torch.from_numpy(imgs).unsqueeze(1).to(x.device)

@@ -27,6 +27,8 @@ class AugmentConfig:
     contrast: float = 0.15  # +/- fraction
     gamma: float = 0.20  # +/- fraction of the exponent
     aspect: float = 0.0  # +/- fraction by which width and height are scaled apart
+    rendering: float = 0.0  # share of training films rendered anew (background removed,
+    # contrast equalised, CLAHE, gamma, sharpened, JPEG...: preprocess/render.py) each epoch
 
 
 @dataclass
@@ -36,7 +38,8 @@ class TrainConfig:
     # preprocessing, used when films are prepared by `train` itself
     pipeline: str = "seed"  # seed (crop, CLAHE, letterbox) | squash (the 100 px data's
     # transform) | hand (the hand found on the film, its box stretched to the square) |
-    # hand-stretch (hand, the box's grey levels stretched to full contrast)
+    # hand-stretch (hand, the box's grey levels stretched to full contrast) | hand-standard
+    # (hand, masked, its grey levels standardised: the same input however it was rendered)
     image_size: int = 256
     crop: bool = True
     clahe: bool = True
@@ -143,6 +146,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.max_minutes >= 0, "max_minutes must be 0 (no limit) or positive"),
         (cfg.pipeline in PRESETS, f"pipeline must be one of {', '.join(PRESETS)}"),
         (0 <= cfg.augment.aspect < 1, "augment.aspect must be in [0, 1)"),
+        (0 <= cfg.augment.rendering <= 1, "augment.rendering must be in [0, 1] (the share of "
+                                          "films rendered anew)"),
         (cfg.precision in ("auto", "32-true", "bf16-mixed", "16-mixed"),
          "precision must be auto, 32-true, bf16-mixed or 16-mixed"),
         (cfg.accelerator in ACCELERATORS,

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchmetrics
 
 from boneage.models.registry import build_model
-from boneage.training.augment import augment_batch
+from boneage.training.augment import augment_batch, render_batch
 from boneage.training.balance import BIN_MONTHS
 from boneage.training.config import AugmentConfig
 from boneage.training.schedule import warmup_cosine
@@ -39,6 +40,7 @@ class BoneAgeModule(L.LightningModule):
                                            use_buffers=True)
             self.ema_model.requires_grad_(False)
         self.augment = AugmentConfig(**augment)
+        self._render_rng = np.random.default_rng(int(torch.initial_seed()) % 2**32)
         # loss weight per year of age (training/balance.py); None: every film alike
         self.register_buffer("age_weights", None if age_weights is None
                              else torch.tensor(age_weights, dtype=torch.float32),
@@ -60,6 +62,8 @@ class BoneAgeModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, sex, y = batch
+        if self.trainer.training and self.augment.enabled and self.augment.rendering > 0:
+            x = render_batch(x, self.augment.rendering, self._render_rng)
         x = x.float().div_(255.0)
         if self.trainer.training and self.augment.enabled:
             x = augment_batch(x, self.augment)
