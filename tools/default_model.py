@@ -5,6 +5,9 @@ every figure the README and the model card quote.
     python tools/default_model.py --run RUN_DIR [RUN_DIR ...] [--dtype int8]
                       # runs trained elsewhere (a GPU), on the same split; skips steps 1-3;
                       # several runs are averaged into one model (`boneage ensemble`)
+    python tools/default_model.py --members DIR
+                      # the bundled ensemble's networks, each as a float32 checkpoint with
+                      # its card, to fine-tune (`boneage train --init DIR/member0.safetensors`)
 
 1. prepare the films with the config's pipeline (`hand`: the hand's box stretched to 100 px);
 2. a stratified split, seed 42: 9% validation, 9% held out (>= 1,000 films, never used for
@@ -53,6 +56,29 @@ def record_validation(run: Path, evaluate: list[str], out: Path) -> None:
     atomic_write_json(run / "best.json", card)
 
 
+def write_members(model: str, out: Path) -> list[Path]:
+    """Each member of an ensemble model as a checkpoint of its own (float32, the weights as
+    stored dequantised), with the preprocessing, input size and data of the ensemble's card."""
+    from boneage.models.checkpoint import load_checkpoint, resolve_model_path, save_checkpoint
+    from boneage.models.contract import io_contract
+
+    net, card = load_checkpoint(resolve_model_path(model))
+    if card["arch"] != "ensemble":
+        raise SystemExit(f"{model} is one network ({card['arch']}), not an ensemble")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (member, spec) in enumerate(zip(net.members, card["model_kwargs"]["members"],
+                                           strict=True)):
+        c = {"arch": spec["arch"], "model_kwargs": spec["model_kwargs"],
+             "target_norm": spec["target_norm"], "pipeline": card["pipeline"],
+             "input_size": card["input_size"], "data": card.get("data", {}),
+             "training": {"member_of": f"{card.get('name', model)} {card.get('version', '')}"},
+             "metrics": {}, "io": io_contract(int(card["input_size"]), int(member.n_features))}
+        paths.append(save_checkpoint(member, c, out / f"member{i}.safetensors"))
+        print(f"{paths[-1]}: {spec['arch']} {spec['model_kwargs']}")
+    return paths
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--labels", default=str(ROOT.parent / "shared/data/rsna-bone-age-100px/"
@@ -71,7 +97,12 @@ def main() -> None:
                          "(`boneage calibrate --choose-views`; else the 8 default views)")
     ap.add_argument("--change", action="append", default=[],
                     help="a changelog line for this version (repeatable)")
+    ap.add_argument("--members", metavar="DIR", help="only write the bundled ensemble's "
+                    "networks into DIR, one checkpoint each (to fine-tune), and stop")
     a = ap.parse_args()
+    if a.members:
+        write_members("default", Path(a.members))
+        return
     labels = Path(a.labels)
     films = ["--images", a.images] if a.images else []
     out = Path(a.out)

@@ -5,6 +5,7 @@ the geometry a step records, the training config's bounds."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -13,7 +14,8 @@ import pytest
 from boneage.data.labels import LabelTable, Record
 from boneage.data.splits import age_band, stratified_sample, stratified_split
 from boneage.errors import BoneAgeError
-from boneage.evaluation.metrics import evaluation_metrics, interval_metrics
+from boneage.evaluation.metrics import bootstrap_mae_ci, evaluation_metrics, interval_metrics
+from boneage.evaluation.metrics import regression_metrics as regression_metrics_of
 from boneage.inference.correction import TOLERANCE, WEIGHTS, apply_correction, fit_correction
 from boneage.inference.uncertainty import calibrate, conformal_quantile
 from boneage.models.contract import check_card
@@ -334,3 +336,351 @@ def test_training_bounds_refused(over):
 def test_training_bounds_accepted(over):
     pytest.importorskip("torch")
     validate(_cfg(**over))
+
+
+# --- metrics: exact keys, the rounding each figure promises, the interval's closed ends -------
+
+
+def test_regression_metrics_keys_and_rounding():
+    y = np.array([0.0, 1.0, 2.0])
+    p = y + np.array([1 / 3, -1 / 3, 1 / 3])  # MAE 1/3, bias 1/9, RMSE 1/3
+    m = regression_metrics_of(y, p)
+    assert set(m) == {"n", "mae", "rmse", "r2", "bias", "mae_ci95"}
+    assert m["mae"] == 0.333 and m["rmse"] == 0.333 and m["bias"] == 0.111
+    # R^2 = 1 - (3 x 1/9) / 2 = 5/6, to 4 places
+    assert m["r2"] == 0.8333
+    assert regression_metrics_of(np.array([]), np.array([])) == {"n": 0}
+
+
+def test_r2_needs_only_some_spread():
+    y = np.array([0.0, 0.5])  # total sum of squares 0.125: small, but R^2 exists
+    assert regression_metrics_of(y, y)["r2"] == 1.0
+    assert math.isnan(regression_metrics_of(np.ones(3), np.ones(3))["r2"])
+
+
+def test_metrics_accept_sex_as_zeros_and_ones():
+    y = np.array([100.0, 120, 140, 60])
+    p = y + np.array([2.0, 2, 2, -10])
+    m = evaluation_metrics(y, p, [1, 1, 1, 0])  # a CSV column read as integers
+    assert m["by_sex"]["male"]["n"] == 3 and m["by_sex"]["female"]["mae"] == 10.0
+    iv = interval_metrics(y, y - 1, y + 1, [1, 1, 1, 0], 0.9)
+    assert iv["by_sex"]["female"]["n"] == 1
+
+
+def test_interval_counts_its_ends_as_inside():
+    y = np.array([10.0, 20.0, 30.0])
+    lo = np.array([10.0, 15.0, 31.0])  # the truth on the lower end, inside, below
+    hi = np.array([12.0, 20.0, 40.0])  # ... and on the upper end for the second
+    m = interval_metrics(y, lo, hi, [True, False, True], 0.9)
+    assert m["nominal"] == 0.9 and m["n"] == 3
+    assert m["coverage"] == 0.6667  # 2 of 3, to 4 places
+    assert m["mean_width"] == 5.33  # (2 + 5 + 9) / 3, to 2 places
+    assert set(m) == {"nominal", "n", "coverage", "mean_width", "by_sex", "by_age_band"}
+    # 10 and 20 months are under 2 years, 30 months is in 2-6 years; none is older
+    assert m["by_age_band"]["0-2 y"] == {"n": 2, "coverage": 1.0, "mean_width": 3.5}
+    assert m["by_age_band"]["2-6 y"] == {"n": 1, "coverage": 0.0, "mean_width": 9.0}
+    assert m["by_age_band"]["6-10 y"] == {"n": 0}
+
+
+def test_bootstrap_ci_is_the_documented_percentile_interval():
+    # 1,000 resamples drawn with numpy's generator seeded 0, the 2.5th and 97.5th percentiles
+    err = np.array([1.0, -2.0, 3.0, -4.0, 5.0, 0.5])
+    rng = np.random.default_rng(0)
+    boots = np.abs(err[rng.integers(0, err.size, size=(1000, err.size))]).mean(axis=1)
+    expect = [round(float(np.percentile(boots, q)), 3) for q in (2.5, 97.5)]
+    got = bootstrap_mae_ci(err)
+    assert got == expect and got == bootstrap_mae_ci(err)  # reproducible
+    assert got[0] < np.abs(err).mean() < got[1]
+    assert bootstrap_mae_ci(np.full(5, 2.0)) == [2.0, 2.0]
+    assert all(math.isnan(v) for v in bootstrap_mae_ci(np.array([3.0])))
+    assert not any(math.isnan(v) for v in bootstrap_mae_ci(np.array([3.0, 1.0])))
+
+
+# --- test-time views and their plan: geometry, bounds, the greedy rule ----------------------
+
+
+def _dot(h=40, w=60, x=30, y=20):
+    img = np.zeros((h, w), np.uint8)
+    img[y, x] = 255
+    return img
+
+
+def test_tta_views_move_a_dot_as_each_view_says():
+    from boneage.inference.uncertainty import tta_views
+
+    img = _dot()
+    views = ((0, 1.0, 0, 0), (0, 1.0, 0.1, 0), (0, 1.0, 0, 0.1), (90, 1.0, 0, 0),
+             (0, 2.0, 0, 0))
+    out = tta_views(img, views)
+    assert out.shape == (5, 40, 60) and out.dtype == np.uint8
+    peaks = [np.unravel_index(int(np.argmax(o)), o.shape) for o in out]  # (row, col)
+    assert peaks[0] == (20, 30)
+    assert peaks[1] == (20, 36)  # 0.1 x 60 = 6 px to the right
+    assert peaks[2] == (24, 30)  # 0.1 x 40 = 4 px down
+    # 90 degrees counter-clockwise about the centre (30, 20): (30, 20) stays; a dot right of
+    # the centre goes above it
+    assert peaks[3] == (20, 30)
+    right = tta_views(_dot(x=40), views[3:4])[0]
+    assert np.unravel_index(int(np.argmax(right)), right.shape) == (10, 30)
+    # zoomed x2 about the centre: a dot 10 px right of it lands 20 px right
+    zoom = tta_views(_dot(x=40), views[4:5])[0]
+    assert np.unravel_index(int(np.argmax(zoom)), zoom.shape) == (20, 50)
+    # what a shift uncovers is black
+    shifted = tta_views(np.full((40, 40), 200, np.uint8), ((0, 1.0, 0.25, 0),))[0]
+    assert shifted[:, :9].max() == 0 and shifted[:, 12:].min() == 200
+
+
+@pytest.mark.parametrize("views,ok", [
+    ([[0, 1, 0, 0]] * 32, True), ([[0, 1, 0, 0]] * 33, False), ([], False),
+    ([[0, 1, 0, 0], [45, 1, 0, 0], [-45, 0.5, 0.25, -0.25], [0, 2, 0, 0]], True),
+    ([[0, 1, 0, 0], [45.5, 1, 0, 0]], False), ([[0, 1, 0, 0], [0, 0.49, 0, 0]], False),
+    ([[0, 1, 0, 0], [0, 2.01, 0, 0]], False), ([[0, 1, 0, 0], [0, 1, 0.26, 0]], False),
+    ([[0, 1, 0, 0], [0, 1, 0, -0.26]], False), ([[0, 1, 0]], False),
+    ([[5, 1, 0, 0]], False),
+])
+def test_tta_plan_bounds(views, ok):
+    from boneage.inference.uncertainty import TTAPlan
+
+    card = {"tta": {"views": views, "estimate": [0]}}
+    if ok:
+        assert len(TTAPlan.from_card(card).views) == len(views)
+    else:
+        with pytest.raises(BoneAgeError, match="unusable 'tta' plan"):
+            TTAPlan.from_card(card)
+
+
+@pytest.mark.parametrize("estimate,words", [
+    ([0, 2], "distinct indices"), ([0, 0], "distinct indices"), ([], "distinct indices"),
+    ([-1], "distinct indices")])
+def test_tta_plan_estimate_indices(estimate, words):
+    from boneage.inference.uncertainty import TTAPlan
+
+    with pytest.raises(BoneAgeError, match=words):
+        TTAPlan.from_card({"tta": {"views": [[0, 1, 0, 0], [0, 1.1, 0, 0]],
+                                   "estimate": estimate}})
+
+
+def test_tta_plan_messages_name_the_rule():
+    from boneage.inference.uncertainty import TTAPlan
+
+    for views, words in (([[0, 1, 0]], "1 to 32 views of [degrees, scale, shift x, shift y]"),
+                         ([[1, 1, 0, 0]], "the first view must be the identity [0, 1, 0, 0]"),
+                         ([[0, 1, 0, 0], [90, 1, 0, 0]],
+                          "a view beyond 45 degrees, a 0.5-2 scale or a 0.25 shift")):
+        with pytest.raises(BoneAgeError) as e:
+            TTAPlan.from_card({"tta": {"views": views, "estimate": [0]}})
+        assert words in str(e.value)
+
+
+def test_greedy_views_stop_below_the_minimum_gain():
+    from boneage.inference.uncertainty import choose_estimate_views
+
+    y = np.zeros(4)
+    # the identity errs by 1, view 1 by 0, view 2 by 0.25: the identity with view 1 errs by
+    # 0.5 (a gain of 0.5, against 0.375 with view 2); all three by 5/12 (a further 1/12)
+    preds = np.tile([1.0, 0.0, 0.25], (4, 1))
+    assert choose_estimate_views(y, preds, max_views=3, min_gain=0.5) == (0, 1)  # gain = min
+    assert choose_estimate_views(y, preds, max_views=3, min_gain=0.51) == (0,)
+    assert choose_estimate_views(y, preds, max_views=3, min_gain=0.05) == (0, 1, 2)
+    assert choose_estimate_views(y, preds, max_views=2, min_gain=0.05) == (0, 1)
+    # every view taken before max_views: the search ends with what it has
+    assert choose_estimate_views(y, preds[:, :2], max_views=5, min_gain=0.0) == (0, 1)
+
+
+def test_chosen_plan_keeps_the_default_views_and_adds_the_extra_one():
+    from boneage.inference.uncertainty import CANDIDATE_VIEWS, DEFAULT_TTA, choose_plan
+
+    n = len(CANDIDATE_VIEWS)
+    y = np.zeros(6)
+    preds = np.full((6, n), 4.0)
+    preds[:, 0] = 2.0
+    preds[:, n - 1] = -2.0  # the last extra view cancels the identity's error exactly
+    plan, keep = choose_plan(y, preds)
+    assert keep == list(range(len(DEFAULT_TTA))) + [n - 1]
+    assert plan.views == DEFAULT_TTA + (CANDIDATE_VIEWS[n - 1],)
+    assert plan.estimate == (0, len(DEFAULT_TTA))
+
+
+def test_interval_never_goes_below_zero_months():
+    from boneage.inference.uncertainty import interval
+
+    cal = {"q": 2.0, "eps": 1.0, "single": {"q": 3.0, "eps": 2.0}}
+    lo, hi = interval(np.array([3.0, 50.0]), np.array([1.0, 1.0]), cal)
+    assert lo.tolist() == [0.0, 46.0] and hi.tolist() == [7.0, 54.0]
+    lo, hi = interval(np.array([50.0]), np.array([0.0]), cal, tta=False)
+    assert lo.tolist() == [44.0] and hi.tolist() == [56.0]  # the single view's 3 x (0 + 2)
+
+
+def test_calibration_entry_by_hand():
+    # 12 films, |errors| 1..12, spreads 0: eps = 0.5 (the floor), scores 2..24, 90% rank
+    # ceil(13 x 0.9) = 12 -> q = 24; the constant-width interval likewise
+    y = np.zeros(12)
+    mean = np.arange(1, 13, dtype=float) / 3  # |errors| 1/3 .. 4: q = 4 / 0.5 = 8
+    cal = calibrate(y, mean, np.zeros(12), single=mean, coverage=0.9, n_views=8)
+    assert cal["method"] == "split-conformal, |error| / (TTA spread + eps)"
+    assert (cal["coverage"], cal["tta_views"], cal["n"]) == (0.9, 8, 12)
+    assert cal["eps"] == 0.5 and cal["q"] == 8.0
+    assert cal["calibration_coverage"] == 1.0 and cal["calibration_mean_width"] == 8.0
+    spread = np.array([0.7] * 6 + [0.1] * 6)  # median 0.4 -> eps floor 0.5
+    c2 = calibrate(y, mean, spread, coverage=0.9)
+    scores = np.abs(mean) / (spread + 0.5)
+    assert c2["q"] == round(float(np.sort(scores)[11]), 4)
+    assert c2["calibration_coverage"] == 1.0
+    assert c2["calibration_mean_width"] == round(float(np.mean(2 * c2["q"] * (spread + 0.5))),
+                                                 2)
+    odd = calibrate(y, np.full(12, 1 / 3), np.zeros(12))
+    assert odd["q"] == 0.6667 and odd["calibration_mean_width"] == 0.67
+    with pytest.raises(ValueError, match="at least 10 labelled films"):
+        conformal_quantile(np.ones(9), 0.9)
+
+
+# --- the correction's parts by hand ------------------------------------------------------------
+
+
+def _sexes(n_male, n_female, slope=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.uniform(20, 200, n_male + n_female)
+    male = np.arange(n_male + n_female) < n_male
+    return y, slope * y + 60, male
+
+
+def test_a_sex_with_too_few_films_keeps_the_identity():
+    from boneage.inference.correction import MIN_FILMS, _lines
+
+    y, pred, male = _sexes(MIN_FILMS - 1, MIN_FILMS)
+    lines = _lines(y, pred, male, 1.0)
+    assert lines["male"] == [0.0, 1.0]  # 19 boys: left alone
+    assert lines["female"][1] == pytest.approx(2.0)  # 20 girls: 1 / 0.5
+    y, pred, male = _sexes(MIN_FILMS, MIN_FILMS - 1)
+    lines = _lines(y, pred, male, 1.0)
+    assert lines["male"][1] == pytest.approx(2.0) and lines["female"] == [0.0, 1.0]
+
+
+def test_one_age_or_no_relation_keeps_the_identity():
+    from boneage.inference.correction import _lines
+
+    male = np.ones(30, bool)
+    assert _lines(np.full(30, 100.0), np.linspace(50, 150, 30), male, 1.0)["male"] == [0.0, 1.0]
+    y = np.arange(30) % 2 + 100.0  # ages 100 and 101: spread 1, a line can be fitted
+    assert _lines(y, 0.5 * y + 60, male, 1.0)["male"][1] == pytest.approx(2.0)
+    flat = _lines(np.linspace(20, 200, 30), np.full(30, 120.0), male, 1.0)["male"]
+    assert flat == [0.0, 1.0]  # slope 0: nothing to invert
+
+
+def test_lines_go_w_of_the_way():
+    from boneage.inference.correction import _lines
+
+    y, pred, male = _sexes(40, 40)
+    for w in (0.0, 0.25, 1.0):
+        a, b = _lines(y, pred, male, w)["female"]
+        # estimate = 60 + 0.5 y; inverse: y = (estimate - 60) / 0.5 = -120 + 2 estimate
+        assert a == pytest.approx(-w * 120) and b == pytest.approx(1 - w + 2 * w)
+
+
+def test_end_biases_by_hand():
+    from boneage.inference.correction import OLD, YOUNG, end_biases
+
+    y = np.array([YOUNG - 1, YOUNG, 100, OLD - 1, OLD])
+    err = np.array([1.0, 100.0, 100.0, 100.0, 2 / 3])
+    assert end_biases(err, y) == (1.0, 0.67)  # 72 and 167 months are neither end
+    assert end_biases(err[1:4], y[1:4]) == (None, None)
+
+
+def test_correction_weight_bounds_and_a_weight_set_by_the_user():
+    from boneage.inference.correction import check_weight
+
+    for ok in (0, 0.5, 1):
+        check_weight(ok)
+    for bad in (-0.01, 1.01, 2):
+        with pytest.raises(BoneAgeError, match="correction weight"):
+            check_weight(bad)
+    y, pred, male = _pulled()
+    fit = fit_correction(y, pred, male, weight=0.3)
+    assert fit["weight"] == 0.3 and fit["weight_from"] == "set by the user"
+    assert "0.3" in fit["crossfit_mae"] and "0.3" in fit["crossfit_bias_from_14"]
+
+
+def test_correction_entry_keys_and_rounding():
+    y, pred, male = _pulled()
+    fit = fit_correction(y, pred, male)
+    assert set(fit) == {"method", "weight", "weight_from", "n", "crossfit_mae",
+                        "crossfit_bias_under_6", "crossfit_bias_from_14", "male", "female"}
+    assert fit["method"] == ("per sex, part of the way to the inverse of estimate ~ true age "
+                             "(validation films)")
+    assert fit["weight_from"] == "cross-fitted MAE" and fit["n"] == len(y)
+    assert set(fit["crossfit_mae"]) == {str(w) for w in WEIGHTS}
+    for a, b in (fit["male"], fit["female"]):
+        assert a == round(a, 4) and b == round(b, 4) and a != round(a, 3)
+    assert all(v == round(v, 3) for v in fit["crossfit_mae"].values())
+
+
+def test_corrected_estimates_are_float32_per_sex():
+    corr = {"male": [1.0, 2.0], "female": [-1.0, 0.5]}
+    out = apply_correction(np.array([10.0, 10.0]), [1, 0], corr)
+    assert out.dtype == np.float32 and out.tolist() == [21.0, 4.0]
+    assert apply_correction(np.array([10.0]), [1], None).tolist() == [10.0]
+
+
+# --- splits: reproduced, bounded, said in words ---------------------------------------------
+
+def test_the_recorded_split_is_reproduced_from_labels_and_seed():
+    """benchmarks/results/default_split.csv (the bundled model's split) is what the function
+    gives for the thumbnails' labels with 9% + 9% and seed 42: a split is reproducible."""
+    from boneage.data.labels import read_labels
+    from boneage.data.splits import load_split
+    from tests.conftest import ROOT, THUMBS, need
+
+    csv = need(THUMBS / "boneage-training-dataset.csv")
+    recorded = load_split(ROOT / "benchmarks/results/default_split.csv")
+    assert stratified_split(read_labels(csv), 0.09, 0.09, seed=42) == recorded
+
+
+def test_split_defaults_and_fraction_bounds():
+    table = _table(COUNTS)
+    split = stratified_split(table)  # 10% validation, no test part
+    assert "test" not in split.values()
+    assert abs(sum(v == "val" for v in split.values()) - 0.1 * len(table)) <= len(COUNTS)
+    assert set(stratified_split(table, 0.0, 0.0).values()) == {"train"}
+    for val, test in ((1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (-0.1, 0.0), (0.0, -0.1),
+                      (1.2, -0.5)):
+        with pytest.raises(BoneAgeError, match=r"split fractions must be in \[0, 1\) and sum"):
+            stratified_split(table, val, test)
+    unlabelled = LabelTable([Record("a", None, True, None)])
+    with pytest.raises(BoneAgeError, match="needs bone ages for every row"):
+        stratified_split(unlabelled)
+
+
+def test_sample_gives_leftovers_to_the_largest_remainders():
+    # strata of 8, 6 and 5 films (19); 4 films: quotas 1.68, 1.26, 1.05 -> 1 each, and the one
+    # left over goes to the 8-film stratum (remainder 0.68)
+    counts = {(True, 2): 8, (False, 2): 6, (True, 3): 5}
+    table = _table(counts)
+    for seed in range(3):
+        chosen = stratified_sample(table, 4, seed=seed)
+        got = {k: sum(1 for r in table if r.id in chosen and (r.male, age_band(r.months)) == k)
+               for k in counts}
+        assert got == {(True, 2): 2, (False, 2): 1, (True, 3): 1}
+    assert stratified_sample(table, 4, seed=7) == stratified_sample(table, 4, seed=7)
+    assert stratified_sample(table, 19) == table.ids and stratified_sample(table, 30) == table.ids
+
+
+def test_split_files_are_checked_in_words(tmp_path):
+    from boneage.data.splits import load_split, save_split
+
+    with pytest.raises(BoneAgeError, match="no such split file"):
+        load_split(tmp_path / "none.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,part\n1,train\n")
+    with pytest.raises(BoneAgeError, match="needs the columns id,split"):
+        load_split(bad)
+    bad.write_text("id,split\n1,holdout\n")
+    with pytest.raises(BoneAgeError, match=r"unknown split name 'holdout' \(expected train, "
+                                           r"val, test\)"):
+        load_split(bad)
+    bad.write_bytes(b"\x00\xff\x00binary")
+    with pytest.raises(BoneAgeError, match="split CSV file"):
+        load_split(bad)
+    good = tmp_path / "s.csv"
+    save_split({"a": "train", "b": "test"}, good)
+    assert load_split(good) == {"a": "train", "b": "test"}
+    assert good.read_bytes() == b"id,split\r\na,train\r\nb,test\r\n"

@@ -29,3 +29,33 @@ def test_sds_and_categories():
     assert c.category == "advanced"
     assert compare_ages(100, 120, male=True).category == "delayed"
     assert compare_ages(125, 120, male=False).category == "normal"
+
+
+def test_range_and_curve_come_from_the_table():
+    from boneage.inference.reference import reference_range
+
+    assert reference_range(male=True) == (3.0, 204.0)
+    assert reference_range(male=False) == (3.0, 192.0)
+    ages, means, sds = mean_curve(male=True)
+    assert (ages[0], means[0], sds[0]) == (3.0, 3.01, 0.69)
+    assert (ages[-1], means[-1], sds[-1]) == (204.0, 206.21, 13.05)
+
+
+def test_table_ends_are_inside_and_beyond_them_outside():
+    assert sd_for_age(3, male=True) == (pytest.approx(0.69), True)
+    assert sd_for_age(204, male=True) == (pytest.approx(13.05), True)
+    assert sd_for_age(2.9, male=True)[1] is False
+    assert sd_for_age(204.1, male=True)[1] is False
+    assert sd_for_age(192, male=False) == (pytest.approx(7.31), True)
+    assert compare_ages(200, 230, male=False).in_range is False
+
+
+def test_category_edges_by_hand():
+    # at 120 months a boy's SD is 9.79: exactly 2 SD either way is still normal
+    assert compare_ages(120 + 2 * 9.79, 120, male=True).category == "normal"
+    assert compare_ages(120 - 2 * 9.79, 120, male=True).category == "normal"
+    assert compare_ages(120 + 2 * 9.79 + 0.05, 120, male=True).category == "advanced"
+    assert compare_ages(120 - 2 * 9.79 - 0.05, 120, male=True).category == "delayed"
+    c = compare_ages(131.333, 120, male=False)  # girl, SD 11.73
+    assert (c.difference_months, c.sd_months, c.sds) == (11.33, 11.73, 0.97)
+    assert c.in_range is True

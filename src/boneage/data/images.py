@@ -74,19 +74,19 @@ def _check_pixels(w: int, h: int, name: str, channels: int = 1, sample_bytes: in
     the bytes decoding would allocate) or a picture too small."""
     if min(w, h) < MIN_SIDE:
         raise BoneAgeError(f"{name}: image is {w}x{h} pixels, too small for a radiograph")
-    if max(w, h) > MAX_SIDE:
-        raise TooLarge(f"{name}: image is {w}x{h} pixels, a side over {MAX_SIDE:,}: no "
-                       "radiograph is that long")
-    need = w * h * max(channels, 1) * max(sample_bytes, 1)
-    if need > MAX_DECODE_BYTES:
-        raise TooLarge(f"{name}: decoding this {w}x{h} image ({channels} channel(s) of "
-                       f"{8 * sample_bytes} bits) would take {need >> 20} MB, over the limit of "
-                       f"{MAX_DECODE_BYTES >> 20} MB (set BONEAGE_MAX_DECODE_BYTES to raise it)")
     if w * h > MAX_PIXELS:
         raise TooLarge(
             f"{name}: image is {w}x{h} pixels, over the limit of {MAX_PIXELS:,} "
             "(set BONEAGE_MAX_PIXELS to raise it)"
         )
+    need = w * h * max(channels, 1) * max(sample_bytes, 1)
+    if need > MAX_DECODE_BYTES:
+        raise TooLarge(f"{name}: decoding this {w}x{h} image ({channels} channel(s) of "
+                       f"{8 * sample_bytes} bits) would take {need >> 20} MB, over the limit of "
+                       f"{MAX_DECODE_BYTES >> 20} MB (set BONEAGE_MAX_DECODE_BYTES to raise it)")
+    if max(w, h) > MAX_SIDE:
+        raise TooLarge(f"{name}: image is {w}x{h} pixels, a side over {MAX_SIDE:,}: no "
+                       "radiograph is that long")
 
 
 def _check_png_chunks(data: bytes, name: str) -> None:

@@ -1,0 +1,129 @@
+"""Mutation score of the core modules with a real mutation tool (mutmut 3): every operator,
+constant and comparison of a module changed one at a time, the unit tests that cover it run,
+and the share of mutants they kill.
+
+    pip install mutmut   # not a test dependency: a benchmark's tool
+    python benchmarks/mutation_score.py [--only data/splits.py ...] [--workers 2]
+
+Each module is mutated alone in a scratch copy of the tree (`git ls-files`; mutmut 3 mutates a
+copy under mutants/, and the whole package is copied so that it imports), against the unit
+tests listed for it in MODULES (mutmut runs, for each mutant, only those of them that reach the
+mutated function). Mutants that change no behaviour (EQUIVALENT below, each with why) are
+left out of the score. Writes benchmarks/results/mutation_score.json and prints a table:
+killed, survived, no test reached it, timeout, score = killed / (all - equivalent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+U = "tests/unit/"
+# module (under src/boneage/) -> the unit tests that cover it
+MODULES: dict[str, list[str]] = {
+    "evaluation/metrics.py": [U + "test_independent.py", U + "test_contracts.py"],
+    "inference/uncertainty.py": [U + "test_independent.py", U + "test_uncertainty.py"],
+    "inference/correction.py": [U + "test_independent.py", U + "test_uncertainty.py"],
+    "inference/reference.py": [U + "test_reference.py"],
+    "data/splits.py": [U + "test_independent.py", U + "test_splits.py"],
+    "data/labels.py": [U + "test_labels.py", U + "test_splits.py"],
+    "models/contract.py": [U + "test_independent.py", U + "test_model_contract.py"],
+}
+# mutants that change no behaviour: (module, mutant name) -> why
+EQUIVALENT: dict[tuple[str, str], str] = {}
+
+
+def scratch_copy(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
+def configure(tree: Path, module: str, tests: list[str], workers: int) -> None:
+    """[tool.mutmut]: the whole package copied, only `module` mutated."""
+    others = sorted(str(p.relative_to(tree)) for p in (tree / "src/boneage").rglob("*.py")
+                    if str(p.relative_to(tree / "src/boneage")) != module)
+    cfg = tree / "pyproject.toml"
+    text = cfg.read_text()
+    text = text.split("[tool.mutmut]")[0]
+    text += ("\n[tool.mutmut]\npaths_to_mutate = [\"src/boneage/\"]\n"
+             f"do_not_mutate = {json.dumps(others)}\n"
+             f"tests_dir = {json.dumps(tests)}\nmax_children = {workers}\n")
+    cfg.write_text(text)
+
+
+def statuses(tree: Path) -> dict[str, str]:
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"],
+                         cwd=tree, capture_output=True, text=True).stdout
+    return dict(re.findall(r"^\s*(\S+__mutmut_\d+): (.+)$", out, re.M))
+
+
+def diff(tree: Path, mutant: str) -> str:
+    """The mutant's change, as the lines mutmut removed (-) and added (+)."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=tree,
+                         capture_output=True, text=True).stdout
+    return "\n".join(ln for ln in out.splitlines()
+                     if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
+
+
+def run_module(module: str, tests: list[str], workers: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp)
+        scratch_copy(tree)
+        configure(tree, module, tests, workers)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=tree,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t0
+        st = statuses(tree)
+        diffs = {m: diff(tree, m) for m, s in st.items() if s in ("survived", "no tests")}
+    equivalent = {m: why for (mod, m), why in EQUIVALENT.items() if mod == module and m in st}
+    counted = {m: s for m, s in st.items() if m not in equivalent}
+    killed = sum(s == "killed" for s in counted.values())
+    survived = sorted(m for m, s in counted.items() if s == "survived")
+    untested = sorted(m for m, s in counted.items() if s == "no tests")
+    timeout = sum(s == "timeout" for s in counted.values())
+    return {"mutants": len(st), "equivalent": len(equivalent), "killed": killed + timeout,
+            "survived": len(survived), "no_tests": len(untested),
+            "score": round((killed + timeout) / max(len(counted), 1), 3),
+            "seconds": round(seconds, 1), "tests": tests,
+            "survivors": {m: diffs.get(m, "") for m in survived},
+            "not_reached": {m: diffs.get(m, "") for m in untested}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", choices=sorted(MODULES), help="these modules only")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/mutation_score.json"))
+    a = ap.parse_args()
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        raise SystemExit("this benchmark needs mutmut: pip install mutmut") from None
+    out = Path(a.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    for module in a.only or MODULES:
+        results[module] = run_module(module, MODULES[module], a.workers)
+        r = results[module]
+        print(f"{module:28} {r['mutants']:4} mutants  killed {r['killed']:4}  survived "
+              f"{r['survived']:3}  no test {r['no_tests']:3}  equivalent {r['equivalent']:3}  "
+              f"score {r['score']:.1%}  ({r['seconds']:.0f} s)", flush=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
