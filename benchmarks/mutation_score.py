@@ -37,8 +37,39 @@ MODULES: dict[str, list[str]] = {
     "data/labels.py": [U + "test_labels.py", U + "test_splits.py"],
     "models/contract.py": [U + "test_independent.py", U + "test_model_contract.py"],
 }
-# mutants that change no behaviour: (module, mutant name) -> why
-EQUIVALENT: dict[tuple[str, str], str] = {}
+# Mutants that change no behaviour, recognised by what they write (a regular expression on the
+# mutated line, "+ ..."): (module, pattern, why). Each was read and judged by hand.
+_FLOAT = (r"np\.asarray\((y|p|mean|spread|preds|single|months|pred|a), ?(None)?\)",
+          "np.asarray(x, float) -> np.asarray(x): for the numbers these functions are given "
+          "(floats or ints), numpy promotes every computation to float64 all the same")
+EQUIVALENT: list[tuple[str, str, str]] = [
+    ("evaluation/metrics.py", *_FLOAT),
+    ("evaluation/metrics.py", r'float\("NAN"\)', 'float("NAN") is float("nan")'),
+    ("inference/uncertainty.py", *_FLOAT),
+    ("inference/correction.py", r"np\.asarray\((y|pred), ?(None)?\)", _FLOAT[1]),
+    ("inference/correction.py", r"np\.where\(male,.*\)|male = np\.asarray\(male, ?(None)?\)",
+     "apply_correction: np.where reads 0/1 and booleans alike"),
+    ("data/splits.py", r"np\.asarray\(months, ?(None)?\)", _FLOAT[1]),
+    ("data/splits.py", r'path\.name \+ "(XX\.tmpXX|\.TMP)"',
+     "the temporary file's name: it is renamed over the split file at once"),
+    ("data/splits.py", r'newline=(None|\))|open\(tmp, "w", \)',
+     "csv writes its own \\r\\n; on POSIX newline=None translates nothing"),
+    ("data/splits.py", r"if n > len\(table\)",
+     "n == len(table): the quota path takes every film of every stratum, in table order"),
+    ("data/splits.py", r"strict=(None|False)|take, \)",
+     "zip over groups and their quotas: equally long by construction"),
+    ("data/splits.py", r"ids = np\.array\(table\.ids, (dtype=None)?\)",
+     "a numpy string array instead of objects: the same ids, compared the same"),
+]
+
+
+def equivalent_to(module: str, change: str) -> str | None:
+    """Why a mutant is equivalent, or None."""
+    added = "\n".join(ln for ln in change.splitlines() if ln.startswith("+"))
+    for mod, pattern, why in EQUIVALENT:
+        if mod == module and re.search(pattern, added):
+            return why
+    return None
 
 
 def scratch_copy(dest: Path) -> None:
@@ -89,7 +120,7 @@ def run_module(module: str, tests: list[str], workers: int) -> dict:
         seconds = time.perf_counter() - t0
         st = statuses(tree)
         diffs = {m: diff(tree, m) for m, s in st.items() if s in ("survived", "no tests")}
-    equivalent = {m: why for (mod, m), why in EQUIVALENT.items() if mod == module and m in st}
+    equivalent = {m: why for m in st if m in diffs and (why := equivalent_to(module, diffs[m]))}
     counted = {m: s for m, s in st.items() if m not in equivalent}
     killed = sum(s == "killed" for s in counted.values())
     survived = sorted(m for m, s in counted.items() if s == "survived")
@@ -98,6 +129,8 @@ def run_module(module: str, tests: list[str], workers: int) -> dict:
     return {"mutants": len(st), "equivalent": len(equivalent), "killed": killed + timeout,
             "survived": len(survived), "no_tests": len(untested),
             "score": round((killed + timeout) / max(len(counted), 1), 3),
+            "equivalent_mutants": {m: {"change": diffs[m], "why": w}
+                                   for m, w in sorted(equivalent.items())},
             "seconds": round(seconds, 1), "tests": tests,
             "survivors": {m: diffs.get(m, "") for m in survived},
             "not_reached": {m: diffs.get(m, "") for m in untested}}

@@ -684,3 +684,135 @@ def test_split_files_are_checked_in_words(tmp_path):
     save_split({"a": "train", "b": "test"}, good)
     assert load_split(good) == {"a": "train", "b": "test"}
     assert good.read_bytes() == b"id,split\r\na,train\r\nb,test\r\n"
+
+
+# --- labels: every message in full, each rule at its edge ---------------------------------
+
+
+def _csv(folder, text, images=("a", "b", "c", "d", "e")):
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in images:
+        cv2.imwrite(str(folder / f"{stem}.png"), np.zeros((40, 40), np.uint8))
+    p = folder / "labels.csv"
+    p.write_text(text)
+    return p
+
+
+def test_labels_missing_columns_said_in_full(tmp_path):
+    from boneage.data.labels import read_labels
+
+    p = _csv(tmp_path, "name,colour\nx,red\n")
+    with pytest.raises(BoneAgeError) as e:
+        read_labels(p)
+    assert str(e.value) == ("labels.csv: missing column(s) id (id / Image ID / Case ID), sex "
+                            "(male / Sex), bone age (boneage / Bone Age (months)); found name, "
+                            "colour")
+    p.write_text("id,male\na,1\n")
+    assert read_labels(p, require_age=False).ids == ["a"]
+    p.write_text("")
+    with pytest.raises(BoneAgeError, match="found none"):
+        read_labels(p)
+
+
+def test_labels_row_problems_said_in_full(tmp_path):
+    from boneage.data.labels import read_labels
+
+    p = _csv(tmp_path, "id,male,boneage\n,1,10\na,1,0\na,x,240\nb,0,-1\nc,1,240.5\nd,1,nan\n"
+                       "e,0,\nf,1,5\n")
+    with pytest.raises(BoneAgeError) as e:
+        read_labels(p)
+    msg = str(e.value)
+    assert msg.startswith("labels.csv: column 'id': empty id: 1 row(s) (row 2: ''); ")
+    assert "column 'id': duplicate id: 1 row(s) (row 4: 'a'); " in msg
+    assert ("column 'male': unknown sex (expected M/F, male/female, True/False, 1/0): 1 row(s) "
+            "(row 4: 'x'); ") in msg
+    assert ("column 'boneage': outside 0-240 months: 2 row(s) (row 5: '-1', row 6: '240.5'); "
+            in msg)
+    assert "column 'boneage': not a number: 2 row(s) (row 7: 'nan', row 8: ''); " in msg
+    assert f"missing image in {tmp_path} (looked for f{{.png," in msg
+    assert msg.endswith(" (use --skip-invalid to drop them)")
+    t = read_labels(p, skip_invalid=True)  # 0 and 240 months are inside the range
+    assert t.ids == ["a"] and t.months.tolist() == [0.0] and t.dropped == 7
+    assert t.source == str(p) and t.notes == ["labels.csv: dropped 7 invalid row(s)"]
+
+
+def test_labels_more_than_three_bad_rows_are_summarised(tmp_path):
+    from boneage.data.labels import read_labels
+
+    rows = "".join(f"{s},1,x\n" for s in "abcde")
+    with pytest.raises(BoneAgeError) as e:
+        read_labels(_csv(tmp_path, "id,male,boneage\n" + rows))
+    assert ("column 'boneage': not a number: 5 row(s) (row 2: 'x', row 3: 'x', row 4: 'x' and 2 "
+            "more)") in str(e.value)
+    with pytest.raises(BoneAgeError) as e:
+        read_labels(_csv(tmp_path, "id,male,boneage\na,1,x\nb,1,x\nc,1,x\n"))
+    assert "(row 2: 'x', row 3: 'x', row 4: 'x') " in str(e.value)
+    with pytest.raises(BoneAgeError, match="labels.csv: every row is invalid, nothing left"):
+        read_labels(_csv(tmp_path, "id,male,boneage\na,1,x\n"), skip_invalid=True)
+    with pytest.raises(BoneAgeError, match="labels.csv: no rows"):
+        read_labels(_csv(tmp_path, "id,male,boneage\n"))
+
+
+def test_labels_chronological_age_and_unread_age_columns(tmp_path):
+    from boneage.data.labels import read_labels
+
+    p = _csv(tmp_path, "id,male,chronological_age_months,age_at_visit\na,1,,3\nb,0,120,4\n")
+    t = read_labels(p, require_age=False)
+    assert [r.chronological_months for r in t] == [None, 120.0]
+    assert t.notes == ["labels.csv: column(s) 'age_at_visit' not read; name a bone age "
+                       "'boneage', the child's age 'chronological_age_months'"]
+    p.write_text("id,male,age\na,1,100\n")
+    assert "'age' not read" in read_labels(p, require_age=False).notes[0]
+    assert read_labels(p).months.tolist() == [100.0]  # as a bone age, where one is required
+    p.write_text("id,male,chronological_age_months\na,1,250\n")
+    with pytest.raises(BoneAgeError, match="column 'chronological_age_months': outside 0-240"):
+        read_labels(p, require_age=False)
+
+
+def test_labels_match_files_by_name_and_subset(tmp_path):
+    from boneage.data.labels import read_labels
+
+    p = _csv(tmp_path, "id,male,boneage\nsub/a.png,1,10\nb,0,20\n")
+    t = read_labels(p, tmp_path)
+    assert [r.path.name for r in t] == ["a.png", "b.png"]
+    s = t.subset(["b", "zzz"])
+    assert s.ids == ["b"] and s.notes == [] and s.source == t.source
+    assert read_labels(p, require_images=False).records[0].path is None
+
+
+def test_table_from_a_folder_and_the_clis_front_door(tmp_path):
+    from boneage.data.labels import default_images_dir, load_table, table_from_folder
+
+    d = tmp_path / "films"
+    _csv(d, "", images=("a", "b"))
+    (d / "a.jpg").write_bytes((d / "a.png").read_bytes())  # two files with one stem
+    (d / "notes.txt").write_text("not a film")
+    t = table_from_folder(d)
+    assert sorted(t.ids) == ["a.jpg", "a.png", "b"] and t.source == str(d)
+    assert len(t.notes) == 1 and "notes.txt" in t.notes[0]
+    assert all(r.path is not None and r.male is None for r in t)
+    assert load_table(d, None).ids == t.ids
+    with pytest.raises(BoneAgeError, match=r"^give --images DIR and/or --labels CSV$"):
+        load_table(None, None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BoneAgeError, match="no PNG, JPEG or DICOM images found"):
+        table_from_folder(empty)
+    p = _csv(tmp_path / "k", "id,male,boneage\na,1,10\nb,1,x\n")
+    with pytest.raises(BoneAgeError):
+        load_table(None, p)
+    assert load_table(None, p, skip_invalid=True).ids == ["a"]
+    assert load_table(None, _csv(tmp_path / "k2", "id,male\na,1\n"), require_age=False).ids
+    # the Kaggle layout: x.csv beside x/, sometimes x/x/
+    (tmp_path / "x" / "x").mkdir(parents=True)
+    assert default_images_dir(tmp_path / "x.csv") == tmp_path / "x" / "x"
+    (tmp_path / "y").mkdir()
+    assert default_images_dir(tmp_path / "y.csv") == tmp_path / "y"
+    assert default_images_dir(tmp_path / "z.csv") == tmp_path
+
+
+def test_correction_reads_sex_as_zeros_and_ones():
+    y, pred, male = _pulled()
+    assert fit_correction(y, pred, male.astype(int).tolist()) == fit_correction(y, pred, male)

@@ -1,0 +1,103 @@
+"""Renderings (preprocess/render.py), the `standardise` step and rendering augmentation
+(issue #28): each rendering does what its name says on a drawn film, the hand's mask finds the
+hand on a black or a white background, and training renders about the share it is told."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from boneage.data.synthetic import synthetic_film
+from boneage.preprocess import render
+from boneage.preprocess.steps import Pipeline, Standardise, hand_mask, step_from_dict
+
+
+@pytest.fixture(scope="module")
+def film() -> np.ndarray:
+    img, _ = synthetic_film(height=400, width=320, seed=3)
+    return img
+
+
+def test_every_rendering_keeps_a_grey_film(film):
+    for name, f in render.RENDERINGS.items():
+        out = f(film)
+        assert out.ndim == 2 and out.dtype in (np.uint8, np.uint16), name
+        assert out.size > 0.3 * film.size, name  # only "borders cut" and "upright" resize
+
+
+def test_background_renderings_leave_the_hand_and_set_the_rest(film):
+    mask = render.film_mask(film)
+    assert 0.05 < mask.mean() < 0.95
+    black, white = render.background(film, 0, mask), render.background(film, 255, mask)
+    assert (black[~mask] == 0).all() and (white[~mask] == 255).all()
+    assert (black[mask] == film[mask]).all() and (white[mask] == film[mask]).all()
+
+
+def test_contrast_renderings_by_hand():
+    ramp = np.tile(np.arange(50, 150, dtype=np.uint8), (40, 1))
+    s = render.stretch(ramp, 0, 100)
+    assert s.min() == 0 and s.max() == 255
+    g = render.gamma(ramp, 2.0)
+    assert g[0, 99] == round(255 * (149 / 255) ** 2)
+    inv = render.inverted_windowed(ramp, 0, 100)  # the window spans the film: a plain stretch
+    assert np.abs(inv.astype(int) - s.astype(int)).max() <= 1
+    assert render.twelve_bit(ramp).max() > 255  # a 12-bit film
+    sharp = render.sharpen(np.kron(np.eye(2, dtype=np.uint8) * 200, np.ones((20, 20), np.uint8)),
+                           sigma=2)
+    assert sharp.max() == 255  # the edges overshoot
+
+
+def test_hand_mask_on_black_white_and_flat_films(film):
+    m = hand_mask(film)
+    white = np.where(m, film, 255).astype(np.uint8)
+    black = np.where(m, film, 0).astype(np.uint8)
+    for f in (white, black):
+        m2 = hand_mask(f)
+        assert (m2 & m).sum() / m.sum() > 0.9 and (m2 & ~m).sum() / m.sum() < 0.1
+    assert hand_mask(np.full((50, 50), 90, np.uint8)).all()  # no contrast: all of it
+
+
+def test_standardise_is_blind_to_grey_level_changes(film):
+    step = Standardise()
+    base = step(film, {})
+    for changed in (render.gamma(film, 0.6), render.gamma(film, 1.5), render.stretch(film),
+                    np.where(hand_mask(film), film, 0).astype(np.uint8)):
+        out = step(changed, {})
+        m = base > 0
+        assert np.abs(out[m].astype(int) - base[m].astype(int)).mean() < 6
+    meta: dict = {}
+    step(film, meta)
+    assert 0.05 < meta["hand_fraction"] < 0.95
+    assert base[~hand_mask(film)].max() == 0 and base[hand_mask(film)].min() >= 40
+
+
+def test_standardise_round_trips_and_checks_its_parameters():
+    p = Pipeline((Standardise(30.0, 250.0),))
+    assert Pipeline.from_json(p.to_json()) == p
+    with pytest.raises(Exception, match="standardise: need 0 <= low < high <= 255"):
+        step_from_dict({"name": "standardise", "low": 200.0, "high": 100.0})
+
+
+def test_random_renderings_change_films_and_keep_their_shape(film):
+    rng = np.random.default_rng(0)
+    small = film[::4, ::4].copy()
+    changed = 0
+    for _ in range(40):
+        out = render.random_rendering(small, rng)
+        assert out.shape == small.shape and out.dtype == np.uint8
+        changed += int(np.abs(out.astype(int) - small.astype(int)).mean() > 1)
+    assert changed >= 30
+
+
+def test_render_batch_renders_about_the_share_asked():
+    torch = pytest.importorskip("torch")
+    from boneage.training.augment import render_batch
+
+    img, _ = synthetic_film(height=100, width=100, seed=1)
+    x = torch.from_numpy(np.stack([img] * 200)).unsqueeze(1)
+    rng = np.random.default_rng(1)
+    y = render_batch(x, 0.5, rng)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    moved = (y.float() - x.float()).abs().mean(dim=(1, 2, 3)) > 0.5
+    assert 70 <= int(moved.sum()) <= 120
+    assert torch.equal(render_batch(x, 0.0, rng), x)
