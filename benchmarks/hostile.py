@@ -1,6 +1,6 @@
 """Hostile inputs at full size, against the CLI and a running server (loopback only, bounded):
 
-    python benchmarks/hostile.py [--model default]
+    python benchmarks/hostile.py [--model default] [--only bomb server slow]
 
 1. A deflated DICOM of 1,500 frames of 1000x1000 (about 1.5 MB on disk, 1.5 GB inflated):
    `boneage predict` on it (time, peak memory of the process), then the same upload to
@@ -176,67 +176,90 @@ def rgba_bomb() -> bytes:
             + chunk(b"IEND", b""))
 
 
+def bomb_cli(model: str, bomb: Path) -> dict:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "boneage.cli", "predict", str(bomb), "--sex", "F",
+                        "--model", model], capture_output=True, text=True)
+    return {"seconds": round(time.perf_counter() - t0, 2), "exit": p.returncode,
+            "stderr": p.stderr.strip().splitlines()[-2:],
+            "peak_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+
+
+def server_scenarios(model: str, bomb: Path, res: dict) -> None:
+    """The DICOM bomb uploaded, a 300 MB chunked body, 16 concurrent 62 MB uploads."""
+    from tools.local_server import local_server
+
+    with local_server("--model", model, "--workers", "1", "--queue", "8",
+                      timeout_s=120) as (url, proc):
+        before = memory_mb(proc.pid)
+        body, ctype = multipart({"sex": "F"}, bomb.read_bytes())
+        t0 = time.perf_counter()
+        status = post(url + "/v1/predict", body, ctype)
+        res["bomb"]["server"] = {"status": status, "seconds": round(time.perf_counter() - t0, 2),
+                                 "rss_mb_before": round(before),
+                                 "peak_mb": round(memory_mb(proc.pid, "VmHWM"))}
+        answer, sent = chunked_until_refused(url)
+        res["chunked_300mb"] = {"answer": answer.split(b"\r\n")[0].decode(),
+                                "mb_sent_before_answer": sent}
+        big, ctype = multipart({"sex": "F"}, b"\x89PNG\r\n\x1a\n" + b"\0" * (62 << 20))
+        before = memory_mb(proc.pid)
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda _: post(url + "/v1/predict", big, ctype), range(16)))
+        res["concurrent_62mb_x16"] = {
+            "note": "status 0: connection reset while sending, after an early 503",
+            "statuses": {str(c): codes.count(c) for c in sorted(set(codes))},
+            "rss_mb_before": round(before), "peak_mb": round(memory_mb(proc.pid, "VmHWM")),
+            "rss_mb_after": round(memory_mb(proc.pid))}
+
+
+def slow_scenarios(model: str, res: dict) -> None:
+    """The 16-bit RGBA PNG bomb, then nine slow clients beside real uploads."""
+    from tools.local_server import local_server
+
+    with local_server("--model", model, "--workers", "1", "--queue", "8",
+                      timeout_s=120) as (url, proc):
+        bomb_png = rgba_bomb()
+        body, ctype = multipart({"sex": "F"}, bomb_png)
+        before = memory_mb(proc.pid)
+        t0 = time.perf_counter()
+        status = post(url + "/v1/predict", body, ctype)
+        res["rgba_png_bomb"] = {"file_kb": round(len(bomb_png) / 1024), "status": status,
+                                "seconds": round(time.perf_counter() - t0, 2),
+                                "rss_mb_before": round(before),
+                                "peak_mb": round(memory_mb(proc.pid, "VmHWM"))}
+    with local_server("--model", model, "--workers", "1", "--queue", "2",
+                      timeout_s=120) as (url, proc):
+        res["slow_clients"] = slow_clients(url, (ROOT / "examples/phantom-hand.png").read_bytes())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/hostile.json"))
+    ap.add_argument("--only", nargs="+", choices=("bomb", "server", "slow"),
+                    help="bomb: 1 against the CLI; server: 1-3 against the server; slow: 4-5 "
+                         "(default: all; the other figures of the file are kept)")
     a = ap.parse_args()
+    want = set(a.only or ("bomb", "server", "slow"))
     sys.path.insert(0, str(ROOT))  # tools/ beside benchmarks/
-    from tools.local_server import local_server
-
-    res: dict = {}
+    out = Path(a.out)
+    res: dict = json.loads(out.read_text()) if a.only and out.is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
-        bomb = Path(tmp) / "bomb.dcm"
-        inflated = deflated_bomb(bomb)
-        res["bomb"] = {"file_mb": round(bomb.stat().st_size / 2**20, 2),
-                       "inflated_mb": round(inflated / 2**20)}
-        t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "boneage.cli", "predict", str(bomb), "--sex",
-                            "F", "--model", a.model], capture_output=True, text=True)
-        res["bomb"]["cli"] = {
-            "seconds": round(time.perf_counter() - t0, 2), "exit": p.returncode,
-            "stderr": p.stderr.strip().splitlines()[-2:],
-            "peak_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
-        with local_server("--model", a.model, "--workers", "1", "--queue", "8",
-                          timeout_s=120) as (url, proc):
-            before = memory_mb(proc.pid)
-            body, ctype = multipart({"sex": "F"}, bomb.read_bytes())
-            t0 = time.perf_counter()
-            status = post(url + "/v1/predict", body, ctype)
-            res["bomb"]["server"] = {"status": status,
-                                     "seconds": round(time.perf_counter() - t0, 2),
-                                     "rss_mb_before": round(before),
-                                     "peak_mb": round(memory_mb(proc.pid, "VmHWM"))}
-            answer, sent = chunked_until_refused(url)
-            res["chunked_300mb"] = {"answer": answer.split(b"\r\n")[0].decode(),
-                                    "mb_sent_before_answer": sent}
-            big, ctype = multipart({"sex": "F"}, b"\x89PNG\r\n\x1a\n" + b"\0" * (62 << 20))
-            before = memory_mb(proc.pid)
-            with ThreadPoolExecutor(16) as pool:
-                codes = list(pool.map(lambda _: post(url + "/v1/predict", big, ctype),
-                                      range(16)))
-            res["concurrent_62mb_x16"] = {
-                "note": "status 0: connection reset while sending, after an early 503",
-                "statuses": {str(c): codes.count(c) for c in sorted(set(codes))},
-                "rss_mb_before": round(before), "peak_mb": round(memory_mb(proc.pid, "VmHWM")),
-                "rss_mb_after": round(memory_mb(proc.pid))}
-        with local_server("--model", a.model, "--workers", "1", "--queue", "8",
-                          timeout_s=120) as (url, proc):
-            bomb_png = rgba_bomb()
-            body, ctype = multipart({"sex": "F"}, bomb_png)
-            before = memory_mb(proc.pid)
-            t0 = time.perf_counter()
-            status = post(url + "/v1/predict", body, ctype)
-            res["rgba_png_bomb"] = {"file_kb": round(len(bomb_png) / 1024), "status": status,
-                                    "seconds": round(time.perf_counter() - t0, 2),
-                                    "rss_mb_before": round(before),
-                                    "peak_mb": round(memory_mb(proc.pid, "VmHWM"))}
-        with local_server("--model", a.model, "--workers", "1", "--queue", "2",
-                          timeout_s=120) as (url, proc):
-            film = (ROOT / "examples/phantom-hand.png").read_bytes()
-            res["slow_clients"] = slow_clients(url, film)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2))
+        if want & {"bomb", "server"}:
+            bomb = Path(tmp) / "bomb.dcm"
+            inflated = deflated_bomb(bomb)
+            res["bomb"] = {**res.get("bomb", {}),
+                           "file_mb": round(bomb.stat().st_size / 2**20, 2),
+                           "inflated_mb": round(inflated / 2**20)}
+            if "bomb" in want:
+                res["bomb"]["cli"] = bomb_cli(a.model, bomb)
+            if "server" in want:
+                server_scenarios(a.model, bomb, res)
+        if "slow" in want:
+            slow_scenarios(a.model, res)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps({k: res[k] for k in res if k in ("rgba_png_bomb", "slow_clients")}
+                     if a.only == ["slow"] else res, indent=2))
 
 
 if __name__ == "__main__":
