@@ -816,3 +816,74 @@ def test_table_from_a_folder_and_the_clis_front_door(tmp_path):
 def test_correction_reads_sex_as_zeros_and_ones():
     y, pred, male = _pulled()
     assert fit_correction(y, pred, male.astype(int).tolist()) == fit_correction(y, pred, male)
+
+
+# --- the model's contract as declared, and the card's messages in full ------------------------
+
+
+def test_io_contract_is_the_declared_interface():
+    from boneage.models.contract import SEX_ENCODING, io_contract, outputs_months
+
+    io = io_contract(100, 1024)
+    assert io == {
+        "inputs": [
+            {"name": "image", "dtype": "float32", "shape": ["batch", 1, 100, 100],
+             "range": [0.0, 1.0], "units": "grey level / 255",
+             "description": "the film after the card's pipeline (replayed by `boneage`)"},
+            {"name": "sex", "dtype": "float32", "shape": ["batch"], "range": [0.0, 1.0],
+             "encoding": {"male": 1.0, "female": 0.0}, "units": "none"},
+        ],
+        "outputs": [
+            {"name": "bone_age", "dtype": "float32", "shape": ["batch"], "units": "months",
+             "description": "estimated skeletal age, before the card's output_correction"},
+            {"name": "features", "dtype": "float32", "shape": ["batch", 1024], "units": "none",
+             "description": "pooled image features (the \"not a hand\" check compares them "
+                            "with the training films')"},
+        ],
+    }
+    assert SEX_ENCODING == {"male": 1.0, "female": 0.0}
+    assert [o["name"] for o in io_contract(64)["outputs"]] == ["bone_age"]
+    assert outputs_months({"io": io}) is True
+    assert outputs_months({"io": {"outputs": [{"units": "z-score"}, {"units": "months"}]}}) is False
+    assert outputs_months({}) is False and outputs_months({"io": {"outputs": []}}) is False
+
+
+@pytest.mark.parametrize("over,message", [
+    ({"input_size": 7}, "card: model card: 'input_size' is 7, not an image side in pixels"),
+    ({"model_kwargs": []}, "card: model card: 'model_kwargs' is not a mapping of the network's "
+                           "options"),
+    ({"pipeline": {"steps": "x"}}, "card: model card: 'pipeline' cannot be replayed: a pipeline "
+                                   "is {'steps': [...]}"),
+    ({"target_norm": {"mean": 1}}, "card: model card: 'target_norm' needs numbers 'mean' and "
+                                   "'std' (> 0)"),
+    ({"output_correction": {"male": [1]}}, "card: model card: 'output_correction' needs 'male' "
+                                           "and 'female' as [a, b] (a + b x estimate)"),
+    ({"calibration": {"q": "x"}}, "card: model card: 'calibration' needs numbers 'q' and 'eps' "
+                                  "(>= 0), as `boneage calibrate` writes them"),
+    ({"embedding": {"mean": [1.0], "scale": [1.0], "threshold": 1.0, "p90": -1}},
+     "card: model card: 'embedding' needs equally long lists 'mean' and 'scale' (> 0) and a "
+     "'threshold', as `boneage calibrate` writes them"),
+    ({"embedding": {"mean": [], "scale": [], "threshold": 1.0}}, "'embedding' needs"),
+    ({"weights_sha256": "0" * 63}, "card: model card: 'weights_sha256' is not a sha256 digest "
+                                   "(64 hex digits)"),
+    ({"onnx": {"weights": 3}}, "card: model card: 'onnx' needs 'weights' (a file name or "
+                               "'embedded') and a sha256 digest"),
+    ({"onnx": {"sha256": "xyz"}}, "'onnx' needs"),
+    ({"onnx": []}, "'onnx' needs"),
+    ({"io": {"inputs": [1]}}, "card: model card: 'io' needs lists 'inputs' and 'outputs' of "
+                              "mappings"),
+    ({"io": {"outputs": "x"}}, "'io' needs lists"),
+])
+def test_card_messages_in_full(over, message):
+    with pytest.raises(BoneAgeError) as e:
+        check_card({"arch": "resnet18", **over}, "card")
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("over", [
+    {"onnx": {"weights": "embedded"}}, {"onnx": {"weights": "m.safetensors", "sha256": "ab" * 32}},
+    {"embedding": {"mean": [1.0], "scale": [1.0], "threshold": 1.0}},
+    {"io": {"inputs": []}}, {"output_correction": {}}, {"calibration": {}},
+])
+def test_card_parts_that_are_fine(over):
+    check_card({"arch": "resnet18", **over}, "card")

@@ -59,3 +59,25 @@ def test_category_edges_by_hand():
     c = compare_ages(131.333, 120, male=False)  # girl, SD 11.73
     assert (c.difference_months, c.sd_months, c.sds) == (11.33, 11.73, 0.97)
     assert c.in_range is True
+
+
+def test_category_edges_exactly(monkeypatch):
+    # a table with an SD of exactly 4 months: 8 months ahead is SDS +2.0 (still normal)
+    from boneage.inference import reference as ref
+
+    table = {"male": [[0, 0.0, 4.0], [240, 240.0, 4.0]],
+             "female": [[0, 0.0, 4.123456], [240, 240.0, 4.123456]]}
+    monkeypatch.setattr(ref, "reference", lambda: table)
+    assert ref.compare_ages(108, 100, male=True).category == "normal"
+    assert ref.compare_ages(92, 100, male=True).category == "normal"
+    assert ref.compare_ages(109, 100, male=True).category == "advanced"
+    assert ref.compare_ages(91, 100, male=True).category == "delayed"
+    c = ref.compare_ages(110, 100, male=False)
+    assert (c.sd_months, c.sds) == (4.12, 2.43)
+
+
+def test_each_sex_has_its_own_curve():
+    m_ages, m_means, m_sds = mean_curve(male=True)
+    f_ages, f_means, f_sds = mean_curve(male=False)
+    assert len(m_ages) == 24 and len(f_ages) == 23
+    assert (f_ages[-1], f_means[-1], f_sds[-1]) == (192.0, 189.44, 7.31)

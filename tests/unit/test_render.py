@@ -101,3 +101,15 @@ def test_render_batch_renders_about_the_share_asked():
     moved = (y.float() - x.float()).abs().mean(dim=(1, 2, 3)) > 0.5
     assert 70 <= int(moved.sum()) <= 120
     assert torch.equal(render_batch(x, 0.0, rng), x)
+
+
+def test_a_hand_on_a_white_background_is_found_as_on_its_own_film(film):
+    from boneage.preprocess.hand import localise_hand, white_background
+
+    white = render.background(film, 255)
+    assert white_background(white) and not white_background(film)
+    a, b = localise_hand(film, 0.02), localise_hand(white, 0.02)
+    assert max(abs(x - y) for x, y in zip(a.as_list(), b.as_list(), strict=True)) < 0.1 * max(
+        film.shape)
+    framed = np.pad(film, 30, constant_values=255)  # a white frame around a dark film
+    assert not white_background(framed)

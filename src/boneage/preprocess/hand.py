@@ -105,12 +105,28 @@ def _inside_frame(small: np.ndarray, frame: tuple[int, int, int, int] | None = N
             f[2] - 4 * (f[2] < sw), f[3] - 4 * (f[3] < sh))
 
 
+def white_background(img: np.ndarray) -> bool:
+    """Whether the film's background was removed to white (the hand darker than all around
+    it): most of its edge at the top grey level, and a good part of what lies inside any flat
+    border too (a white frame around a dark film is a border, not a background)."""
+    ring = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    if np.mean(ring >= 250) <= 0.5:
+        return False
+    x0, y0, x1, y1 = _trim_uniform_border(img)
+    inner = img[y0:y1, x0:x1]
+    return bool(inner.size and np.mean(inner >= 250) > 0.15)
+
+
 def _working_copy(image: np.ndarray, blur: int) -> tuple[np.ndarray, float]:
-    """(blurred copy with the longest side at most WORK_SIZE, its scale to the film)."""
+    """(blurred copy with the longest side at most WORK_SIZE, its scale to the film). A film
+    whose background was removed to white is searched inverted, so that the hand is the
+    bright object the search looks for, as on every other film."""
     h, w = image.shape[:2]
     scale = WORK_SIZE / max(h, w)
     small = area_resize(image, (max(1, round(w * scale)), max(1, round(h * scale)))) \
         if scale < 1 else image.copy()
+    if white_background(small):
+        small = 255 - small
     return cv2.GaussianBlur(small, (blur, blur), 0), small.shape[1] / w
 
 
