@@ -69,6 +69,18 @@ def browser():
         b.close()
 
 
+def wait_until(page, expression: str, timeout: float = 60.0) -> None:
+    """Poll a JavaScript expression until it is true. Playwright's wait_for_function compiles
+    its string inside the page, which the page's Content-Security-Policy (no eval) forbids, as
+    it should; page.evaluate runs through the debugging protocol instead."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)
+
+
 def _aspect(path: Path) -> float:
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     return img.shape[1] / img.shape[0]
@@ -77,6 +89,9 @@ def _aspect(path: Path) -> float:
 def test_upload_a_real_film_and_see_the_result(server, browser):
     film = need(RAW / "rsna-fullres") / "1489.png"  # a boy, bone age 150 months
     page = browser.new_page(viewport={"width": 1100, "height": 1000})
+    refused: list[str] = []  # what the page's Content-Security-Policy blocked, if anything
+    page.on("console", lambda m: refused.append(m.text)
+            if "Content Security Policy" in m.text else None)
     page.goto(server + "/")
     # nothing of a result before there is one; Estimate waits for a film and a sex
     assert not page.is_visible("#result") and not page.is_visible("#error")
@@ -84,7 +99,7 @@ def test_upload_a_real_film_and_see_the_result(server, browser):
     assert page.inner_text("#hint") == "Choose a film and the child's sex."
     page.screenshot(path=str(ARTIFACTS / "page-empty.png"), full_page=True)
     page.set_input_files("#file", str(film))
-    page.wait_for_function("document.getElementById('hint').textContent.includes('sex')")
+    wait_until(page, "document.getElementById('hint').textContent.includes('sex')")
     assert page.inner_text("#hint") == "Choose the child's sex."
     assert page.is_disabled("input[name=sex][value='']")  # a PNG has no DICOM header
     page.check("input[name=sex][value=M]")
@@ -92,7 +107,7 @@ def test_upload_a_real_film_and_see_the_result(server, browser):
     page.fill("#age", "150")
     page.click("#estimate")
     page.wait_for_selector("#result", state="visible", timeout=90_000)
-    page.wait_for_function("document.getElementById('film-img').complete")
+    wait_until(page, "document.getElementById('film-img').complete")
     months = float(page.inner_text("#ba-months"))
     assert 110 <= months <= 190  # the bundled model on a real film
     assert re.fullmatch(r"\d+ y \d+ m", page.inner_text("#ba-ym"))
@@ -115,6 +130,7 @@ def test_upload_a_real_film_and_see_the_result(server, browser):
         page.click("#report")
     assert dl.value.suggested_filename == "bone-age-ACC-1489.pdf"
     print(f"screenshots: {ARTIFACTS}")
+    assert refused == [], refused  # the page needs no inline script or style
 
 
 def test_several_films_give_a_table(server, browser):
@@ -124,11 +140,10 @@ def test_several_films_give_a_table(server, browser):
     page.goto(server + "/")
     page.set_input_files("#file", films)
     page.check("input[name=sex][value=F]")
-    page.wait_for_function("!document.getElementById('estimate').disabled")
+    wait_until(page, "!document.getElementById('estimate').disabled")
     assert page.is_visible("#age-note")
     page.click("#estimate")
-    page.wait_for_function(
-        "document.querySelectorAll('#batch tbody tr').length === 3", timeout=120_000)
+    wait_until(page, "document.querySelectorAll('#batch tbody tr').length === 3", 120)
     assert page.is_visible("#batch") and page.is_visible("#result")
     page.click("#batch tbody tr:nth-child(2)")
     assert page.inner_text("#which") == "1513.png"
