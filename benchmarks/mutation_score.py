@@ -113,7 +113,9 @@ def configure(tree: Path, module: str, tests: list[str], workers: int) -> None:
     text = text.split("[tool.mutmut]")[0]
     text += ("\n[tool.mutmut]\npaths_to_mutate = [\"src/boneage/\"]\n"
              f"do_not_mutate = {json.dumps(others)}\n"
-             f"tests_dir = {json.dumps(tests)}\nmax_children = {workers}\n")
+             f"tests_dir = {json.dumps(tests)}\nmax_children = {workers}\n"
+             # the recorded split, which a test reproduces from the labels
+             "also_copy = [\"benchmarks/results\"]\n")
     cfg.write_text(text)
 
 
