@@ -132,9 +132,6 @@ def given_sex(value: Any) -> bool | None:
     return male
 
 
-SEX_SOURCES = ("given", "header")
-
-
 def resolve_sex(value: Any, film: Film, prefer: str = "given") -> bool:
     """The sex to estimate with: the one given, else the DICOM's PatientSex; `prefer="header"`
     trusts the header where both are there (a conflict is a warning either way:

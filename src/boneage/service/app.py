@@ -39,7 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from boneage import __version__
-from boneage.data.images import sniff_format
+from boneage.data.images import MAX_PIXELS, MIN_SIDE, sniff_format
 from boneage.errors import BoneAgeError, TooLarge
 from boneage.evaluation.report import jpeg_data_url
 from boneage.inference.api import BoneAgeModel, check_age, read_film, resolve_sex
@@ -52,7 +52,8 @@ BODY_IDLE_S = 20.0  # the longest pause allowed between two pieces of a request 
 BODY_TOTAL_S = 300.0  # the longest a whole body may take to arrive
 MIN_RATE = 4096  # bytes per second a body must average once BODY_GRACE_S have passed
 BODY_GRACE_S = 10.0
-MIN_SIDE_DOC = "at least 32 x 32 pixels, at most 80 megapixels"
+MIN_SIDE_DOC = (f"at least {MIN_SIDE} x {MIN_SIDE} pixels, at most {MAX_PIXELS // 10**6} "
+                "megapixels")  # the limits data/images.py enforces
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
                                "object-src 'none'; base-uri 'none'; form-action 'self'; "
