@@ -43,37 +43,38 @@ def make_calibration_set(folder, n: int = 12):
 
 def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", sex="F", age="010Y",
                 window=None, birth=None, study=None):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    """A 12-bit DX hand film of one made-up patient (the name, ID and accession number that
+    no log may show)."""
+    from boneage.data.dicom import film_dataset
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientName = "Doe^Jane"
-    ds.PatientSex = sex
-    if age:
-        ds.PatientAge = age
-    if birth:
-        ds.PatientBirthDate = birth
-    if study:
-        ds.StudyDate = study
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
+    tags = {"PhotometricInterpretation": photometric, "PatientName": "Doe^Jane",
+            "PatientID": "PID-4711", "AccessionNumber": "ACC-4711", "PatientSex": sex}
+    for key, value in (("PatientAge", age), ("PatientBirthDate", birth), ("StudyDate", study)):
+        if value:
+            tags[key] = value
     if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+        tags["WindowCenter"], tags["WindowWidth"] = window
+    film_dataset(pixels, 12, **tags).save_as(path, enforce_file_format=True)
     return path
+
+
+def dicom_bytes(pixels: np.ndarray, frames: int = 1, deflate: bool = False, **tags) -> bytes:
+    """A DICOM of `frames` copies of `pixels` (uint16), optionally deflated, with extra tags."""
+    import io
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from boneage.data.dicom import film_dataset
+
+    ds = film_dataset(pixels, PatientSex="F", **tags)
+    if deflate:
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    if frames > 1:
+        ds.NumberOfFrames = frames
+        ds.PixelData = ds.PixelData * frames
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def damage_bits_allocated(data: bytes) -> bytes:

@@ -427,15 +427,22 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from boneage.inference.batch import BatchOptions, predict_paths
     from boneage.preprocess.prepare import cpu_count
 
+    if a.dicom_out:
+        _dicom_extras()
+    root = None
+    if a.uid_root:
+        from boneage.inference.dicom_results import check_uid_root
+
+        root = check_uid_root(a.uid_root)
     model = load_model(a.model, a.backend, tta=not a.no_tta,
-                       explain=bool(a.heatmap or a.report))
+                       explain=bool(a.heatmap or a.report or a.dicom_out))
     if a.heatmap and not model.explains:
         raise BoneAgeError("--heatmap needs the PyTorch backend (Grad-CAM differentiates the "
                            "network): pip install 'boneage[train]' and --backend torch")
     done, errors = predict_paths(model, a.paths, BatchOptions(
         sex=a.sex, labels=a.labels, chronological_age=a.chronological_age, fmt=a.format,
-        out=a.out, heatmap_dir=a.heatmap, report_dir=a.report,
-        workers=a.workers or cpu_count(), skip_invalid=a.skip_invalid))
+        out=a.out, heatmap_dir=a.heatmap, report_dir=a.report, dicom_dir=a.dicom_out,
+        uid_root=root, workers=a.workers or cpu_count(), skip_invalid=a.skip_invalid))
     if errors:
         print(f"{done} film(s) estimated, {len(errors)} failed", file=sys.stderr)
     return 1 if errors else 0
@@ -463,6 +470,10 @@ def _parser_predict(sub) -> None:
     p.add_argument("--heatmap", metavar="DIR", help="write a heatmap (Grad-CAM++) over each "
                    "film, at its shape, as DIR/<stem>.heatmap.png")
     p.add_argument("--report", metavar="DIR", help="write a one-page PDF report per film")
+    p.add_argument("--dicom-out", metavar="DIR", help="for DICOM films: write the result into "
+                   "the film's study as a Structured Report and a Secondary Capture image "
+                   "(SR_<uid>.dcm, SC_<uid>.dcm; docs/dicom.md)")
+    p.add_argument("--uid-root", metavar="ROOT", help="UID root for --dicom-out's instances")
     p.add_argument("--no-tta", action="store_true",
                    help="one view instead of 8: faster, with a constant-width interval")
     p.add_argument("--workers", type=_positive_int, help="reading processes (default: all cores)")
@@ -549,6 +560,80 @@ def _parser_serve(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+# ------------------------------------------------------------------------------- dicom-node
+def _dicom_extras() -> None:
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in ("pynetdicom", "highdicom")):
+        raise BoneAgeError("DICOM results need their extras: pip install -c constraints.txt "
+                           "-e '.[dicom]' (from the checkout)")
+
+
+def cmd_dicom_node(a: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    _dicom_extras()
+    from boneage.dicomnode.node import Destination, Node, check_ae_title, quiet_pynetdicom
+    from boneage.dicomnode.spool import Spool
+    from boneage.inference.api import load_model
+    from boneage.inference.dicom_results import check_uid_root
+    from boneage.service.logs import configure_logging
+
+    destination = Destination.parse(a.send_to)  # every argument checked before the model loads
+    check_ae_title(a.ae_title)
+    for aet in a.allow_aet or ():
+        check_ae_title(aet, "--allow-aet")
+    root = check_uid_root(a.uid_root) if a.uid_root else None
+    spool = Spool(a.spool)
+    configure_logging()
+    quiet_pynetdicom()
+    model = load_model(a.model, a.backend, tta=not a.no_tta, explain=not a.no_heatmap)
+    node = Node(model, spool, destination, ae_title=a.ae_title, host=a.host, port=a.port,
+                uid_root=root, allow_aets=a.allow_aet, allow_hosts=a.allow_host,
+                retry_max=a.retry_max, heatmap=not a.no_heatmap,
+                max_associations=a.max_associations)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    node.start()
+    print(f"DICOM node {a.ae_title} on {a.host}:{a.port} with {model.name}; results to "
+          f"{destination}; spool {a.spool}", flush=True)
+    done.wait()
+    node.stop()
+    return 0
+
+
+def _parser_dicom_node(sub) -> None:
+    p = sub.add_parser("dicom-node", help="a DICOM node: films in from PACS, the bone age back "
+                       "into the study as SR and Secondary Capture (docs/dicom.md)")
+    p.add_argument("--ae-title", default="BONEAGE", help="this node's AE title")
+    p.add_argument("--host", default="0.0.0.0", help="bind address (default all)")
+    p.add_argument("--port", type=_bounded(int, 1, 65535), default=11112, help="1-65535")
+    p.add_argument("--send-to", required=True, metavar="AET@HOST:PORT",
+                   help="where results go (the PACS), e.g. ORTHANC@10.0.0.5:4242")
+    p.add_argument("--spool", required=True, metavar="DIR", help="the durable spool: films "
+                   "received and results owed survive a restart here")
+    p.add_argument("--allow-aet", action="append", metavar="AET",
+                   help="accept associations only from this calling AE title (repeatable)")
+    p.add_argument("--allow-host", action="append", metavar="IP",
+                   help="accept films only from this address (repeatable)")
+    p.add_argument("--uid-root", metavar="ROOT", help="your organisation's UID root for the "
+                   "results (default pydicom's 1.2.826.0.1.3680043.8.498.)")
+    p.add_argument("--retry-max", type=_bounded(float, 0.1, 3600), default=60.0,
+                   metavar="SECONDS", help="longest wait between tries while the destination "
+                   "is down (default 60)")
+    p.add_argument("--model", default="default", metavar="NAME_OR_PATH",
+                   help="an installed model, a run folder, a checkpoint or an .onnx")
+    p.add_argument("--backend", choices=("torch", "onnx"))
+    p.add_argument("--max-associations", type=_bounded(int, 1, 1000), default=32,
+                   help="senders served at once (default 32; each holds one film in memory)")
+    p.add_argument("--no-heatmap", action="store_true",
+                   help="result images without the heatmap (faster)")
+    p.add_argument("--no-tta", action="store_true", help="one view instead of 8 (faster)")
+    p.set_defaults(func=cmd_dicom_node)
+
+
 # ----------------------------------------------------------------------------------- export
 def cmd_export(a: argparse.Namespace) -> int:
     from boneage.inference.export import export_onnx
@@ -623,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_ensemble(sub)
     _parser_predict(sub)
     _parser_serve(sub)
+    _parser_dicom_node(sub)
     _parser_export(sub)
     return parser
 

@@ -34,16 +34,32 @@ def publish_folder(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, sync: bool = False) -> None:
+    """`sync`: on disk before this returns (the file, then its folder's entry), for a spool
+    whose files stand for a promise made to someone else (a film acknowledged, a result owed)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     publish(tmp, path)
+    if sync:
+        sync_folder(path.parent)
+
+
+def sync_folder(folder: str | Path) -> None:
+    """A folder's entries (a rename, an unlink) on disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

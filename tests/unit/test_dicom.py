@@ -41,6 +41,16 @@ def test_age_from_dates_and_reader_integration(tmp_path):
     assert read_image(p).shape == (32, 32)
 
 
+def test_dates_win_over_patient_age(tmp_path):
+    """The birth and study dates give the age to the day; PatientAge ('006Y') only where
+    they are missing: a child of 6 y 11 m is not read as 72 months."""
+    px = np.full((32, 32), 100, np.uint16)
+    both = write_dicom(tmp_path / "c.dcm", px, age="006Y", birth="20100301", study="20170201")
+    assert decode_dicom(both.read_bytes()).age_months == pytest.approx(83.0, abs=0.1)
+    only_age = write_dicom(tmp_path / "d.dcm", px, age="006Y")
+    assert decode_dicom(only_age.read_bytes()).age_months == 72
+
+
 def test_garbage_after_dicm_preamble():
     data = b"\0" * 128 + b"DICM" + b"\x01\x02garbage"
     with pytest.raises(BoneAgeError, match="DICOM"):

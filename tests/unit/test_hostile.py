@@ -24,35 +24,11 @@ from boneage.data.synthetic import synthetic_film  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
 from boneage.inference.api import load_model, read_film  # noqa: E402
 from boneage.service.app import Settings, create_app  # noqa: E402
-from tests.helpers import damage_bits_allocated, undecodable_jpeg_dicom  # noqa: E402
-
-
-def dicom_bytes(pixels: np.ndarray, frames: int = 1, deflate: bool = False, **tags) -> bytes:
-    """A DICOM of `frames` copies of `pixels` (uint16), optionally deflated, with extra tags."""
-    import io
-
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian if deflate else ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
-    ds.PatientSex = "F"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    ds.PixelData = pixels.astype(np.uint16).tobytes() * frames
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+from tests.helpers import (  # noqa: E402
+    damage_bits_allocated,
+    dicom_bytes,
+    undecodable_jpeg_dicom,
+)
 
 
 def corpus(tmp: Path) -> dict[str, Path]:

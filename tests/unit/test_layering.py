@@ -6,7 +6,8 @@ import ast
 
 from tests.conftest import ROOT
 
-ORDER = ["data", "preprocess", "models", "training", "inference", "evaluation", "service"]
+ORDER = ["data", "preprocess", "models", "training", "inference", "evaluation", "service",
+         "dicomnode"]
 PKG = ROOT / "src" / "boneage"
 
 

@@ -19,6 +19,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 
@@ -213,25 +214,54 @@ def _decode_dicom(data: bytes, name: str) -> DicomFilm:
     sex = str(ds.get("PatientSex", "") or "").strip().upper()
     male = {"M": True, "F": False}.get(sex)
     notes = header_notes(ds)
-    raw_age = str(ds.get("PatientAge", "") or "").strip()
-    age = _parse_age(raw_age)
-    if raw_age and age is None:
-        notes.append("DICOM PatientAge is unreadable (not like 010Y): no age taken from it")
+    # the age from the birth and study dates (to the day), else PatientAge (whole units)
     raw_seen = str(ds.get("StudyDate", "") or ds.get("AcquisitionDate", "") or "").strip()
     seen = _parse_date(raw_seen)
     if raw_seen and seen is None:
         notes.append("DICOM StudyDate is unreadable (not YYYYMMDD): no age computed from it")
+    raw_born = str(ds.get("PatientBirthDate", "") or "").strip()
+    born = _parse_date(raw_born)
+    if raw_born and born is None:
+        notes.append("DICOM PatientBirthDate is unreadable (not YYYYMMDD): no age computed "
+                     "from it")
+    age = None
+    if born and seen and seen >= born:
+        age = (seen - born).days / DAYS_PER_MONTH
+    elif born and seen:
+        notes.append("DICOM StudyDate is before PatientBirthDate: no age computed")
+    raw_age = str(ds.get("PatientAge", "") or "").strip()
     if age is None:
-        raw_born = str(ds.get("PatientBirthDate", "") or "").strip()
-        born = _parse_date(raw_born)
-        if raw_born and born is None:
-            notes.append("DICOM PatientBirthDate is unreadable (not YYYYMMDD): no age computed "
-                         "from it")
-        if born and seen and seen >= born:
-            age = (seen - born).days / DAYS_PER_MONTH
-        elif born and seen:
-            notes.append("DICOM StudyDate is before PatientBirthDate: no age computed")
+        age = _parse_age(raw_age)
+        if raw_age and age is None:
+            notes.append("DICOM PatientAge is unreadable (not like 010Y): no age taken from it")
     if colour:
         notes.append("a colour DICOM: hand radiographs are greyscale")
     return DicomFilm(pixels=pixels, male=male, age_months=age, study_date=seen, notes=notes,
                      patient_sex=sex or None)
+
+
+def film_dataset(pixels: np.ndarray, bits_stored: int = 16, **tags: Any) -> Any:
+    """A grey film (H x W, stored as 16-bit) as a DX hand DICOM data set with its file meta, a
+    new study, series and instance; `tags` set or override any attribute (PatientSex="F").
+    What the benchmarks and tests wrap real and drawn films in."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # DX for presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (meta.MediaStorageSOPClassUID,
+                                         meta.MediaStorageSOPInstanceUID)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.BodyPartExamined = "DX", "HAND"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    return ds

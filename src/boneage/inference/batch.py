@@ -125,6 +125,8 @@ class BatchOptions:
     out: str | None = None  # a file instead of stdout (written whole or not at all)
     heatmap_dir: str | None = None
     report_dir: str | None = None
+    dicom_dir: str | None = None  # the SR and SC of each DICOM film (docs/dicom.md)
+    uid_root: str | None = None  # for those results' UIDs
     workers: int = 1
     progress: bool = True
     skip_invalid: bool = False  # labels rows
@@ -188,10 +190,10 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
     files, errors = expand(paths)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
-    for folder in (opts.heatmap_dir, opts.report_dir):
+    for folder in (opts.heatmap_dir, opts.report_dir, opts.dicom_dir):
         if folder:
             ensure_writable_dir(folder)
-    extras = bool(opts.heatmap_dir or opts.report_dir)
+    extras = bool(opts.heatmap_dir or opts.report_dir or opts.dicom_dir)
     stems = output_stems(files)
     tasks = [(i, str(p), model.predictor.pipeline, extras) for i, p in enumerate(files)]
     pending: list[tuple[int, Any, Any, float | None]] = []  # (index, (film, prepared), sex, age)
@@ -275,3 +277,32 @@ def _write_extras(model: BoneAgeModel, path: Path, stem: str, film: Any, prepare
         atomic_write_bytes(Path(opts.report_dir) / f"{stem}.report.pdf",
                            pdf_report(model, result, film.pixels, pic, identifier=path.name,
                                       study_date=film.study_date))
+    if opts.dicom_dir:
+        _write_dicom_results(model, path, film, result, pic, opts)
+
+
+def _write_dicom_results(model: BoneAgeModel, path: Path, film: Any, result: BoneAgeResult,
+                         pic: np.ndarray | None, opts: BatchOptions) -> None:
+    """The film's SR and SC into --dicom-out (a DICOM film's only: they belong to its study);
+    a result that a warning voids is written as "not assessed", as the node does."""
+    from boneage.data.images import read_bytes, sniff_format
+    from boneage.fileio import atomic_write_bytes
+    from boneage.inference.dicom_results import (
+        UID_ROOT,
+        encode,
+        file_name,
+        not_assessed_reason,
+        result_instances,
+        source_header,
+    )
+
+    data = read_bytes(path)
+    if sniff_format(data) != "dicom":
+        print(f"note: {path}: not a DICOM film: no DICOM results (they go into the film's own "
+              "study)", file=sys.stderr)
+        return
+    reason = not_assessed_reason(result)
+    for ds in result_instances(model, source_header(data, str(path)),
+                               None if reason else result, film.pixels,
+                               None if reason else pic, reason, opts.uid_root or UID_ROOT):
+        atomic_write_bytes(Path(opts.dicom_dir) / file_name(ds), encode(ds))

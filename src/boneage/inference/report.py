@@ -239,3 +239,74 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
         fig.savefig(buf, format="pdf")
         plt.close(fig)
     return buf.getvalue()
+
+
+def result_picture(model: BoneAgeModel, result: BoneAgeResult | None, film_pixels: np.ndarray,
+                   heatmap_bgr: np.ndarray | None, reason: str | None = None,
+                   height: int = 1024) -> np.ndarray:
+    """The PDF's first panel as one RGB picture (for a DICOM Secondary Capture a radiologist
+    opens in any viewer): the film at its own shape, with the heatmap where there is one, and
+    beside it the results, the warnings, the model and the disclaimer; for a film that was not
+    assessed, "Not assessed" and why. `height` pixels tall."""
+    from boneage.inference.explain import display_film
+    from boneage.plots import _plt
+
+    plt = _plt()
+    film = display_film(film_pixels) if film_pixels is not None else None
+    families, _ = _font_setup()
+    dpi = 100
+    film_w = 0 if film is None else height * film.shape[1] / film.shape[0]
+    panel_w = 720
+    with quiet_drawing(), matplotlib_rc(families):
+        fig = plt.figure(figsize=((film_w + panel_w) / dpi, height / dpi), dpi=dpi,
+                         facecolor="black")
+        if film is not None:
+            ax = fig.add_axes([0, 0, film_w / (film_w + panel_w), 1])
+            pic = film if heatmap_bgr is None else heatmap_bgr[:, :, ::-1]
+            ax.imshow(pic, cmap="gray" if heatmap_bgr is None else None, vmin=0, vmax=255,
+                      interpolation="antialiased", aspect="auto")
+            ax.axis("off")
+        x0 = (film_w + 24) / (film_w + panel_w)
+        line = 26 / height  # one line of 15 px text, in figure units
+
+        def text(y: float, s: str, **kw) -> float:
+            fig.text(x0, y, s, color=kw.pop("color", "white"), va="top", **kw)
+            return y - line * kw.get("fontsize", 15) / 15
+
+        y = 1 - 24 / height
+        y = text(y, "Bone age (boneage)", fontsize=22, weight="bold") - line * 0.4
+        if result is None:
+            y = text(y, "Not assessed", fontsize=20, weight="bold", color="#ffb347")
+            for part in textwrap.wrap(printable(reason or "no reason recorded"), 52):
+                y = text(y, part, fontsize=14)
+        else:
+            for label, value in result_rows(result):
+                text(y, label, fontsize=15, color="#cccccc")
+                fig.text(x0 + 200 / (film_w + panel_w), y, value, color="white", va="top",
+                         fontsize=15, weight="bold" if label in ("Bone age", "Category")
+                         else "normal")
+                y -= line
+            y -= line * 0.4
+            for w in result.warnings:
+                for i, part in enumerate(textwrap.wrap(printable(w), 56)):
+                    y = text(y, ("Warning: " if i == 0 else "  ") + part, fontsize=13,
+                             color="#ffb347")
+        if heatmap_bgr is not None:
+            y = text(y - line * 0.4, "Colour: regions that drove the estimate (Grad-CAM++)",
+                     fontsize=12, color="#cccccc")
+        y = 0.16
+        for part in textwrap.wrap(f"Model {model.name} version {model.card.get('version', '?')}"
+                                  f" ({model.card['arch']}); {_accuracy_line(model.card)}.", 62):
+            y = text(y, part, fontsize=12, color="#cccccc")
+        for part in textwrap.wrap(DISCLAIMER, 62):
+            y = text(y, part, fontsize=12, color="#ff8080")
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        plt.close(fig)
+    return rgb
+
+
+def matplotlib_rc(families: list[str]):
+    import matplotlib
+
+    return matplotlib.rc_context({"font.family": families})

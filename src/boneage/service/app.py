@@ -433,6 +433,42 @@ def as_pdf(model: BoneAgeModel, est: Estimate, up: Upload) -> tuple[bytes, str]:
             report_filename(up.identifier or Path(film.name).stem))
 
 
+def as_dicom(model: BoneAgeModel, up: Upload) -> tuple[bytes, str]:
+    """The film's result as DICOM in its own study: a zip of the Structured Report and the
+    Secondary Capture image, as `predict --dicom-out` writes them."""
+    import importlib.util
+    import io
+    import zipfile
+
+    if sniff_format(up.form.file) != "dicom":
+        raise HTTPError(415, "file: DICOM results go into the film's own study: send a DICOM "
+                        "film (PNG and JPEG have no study)")
+    if importlib.util.find_spec("highdicom") is None:
+        raise HTTPError(503, "DICOM results need highdicom on the server (pip install -c "
+                        "constraints.txt -e '.[dicom]')")
+    from boneage.inference.dicom_results import (
+        encode,
+        file_name,
+        not_assessed_reason,
+        result_instances,
+        source_header,
+    )
+
+    est = estimate(model, up, True)
+    reason = not_assessed_reason(est.result)
+    instances = result_instances(model, source_header(up.form.file, up.form.filename),
+                                 None if reason else est.result, est.film.pixels,
+                                 None if reason else est.heatmap, reason)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for ds in instances:
+            z.writestr(file_name(ds), encode(ds))
+    from boneage.inference.report import report_filename
+
+    name = report_filename(Path(up.form.filename).stem).removesuffix(".pdf")
+    return buf.getvalue(), f"{name}.dicom.zip"
+
+
 async def in_pool(request: Request, fn) -> Any:
     """Run fn() in the app's bounded inference pool, off the event loop."""
     return await asyncio.get_running_loop().run_in_executor(request.app.state.pool, fn)
@@ -482,6 +518,18 @@ async def report(request: Request, up: UploadDep, model: ModelDep) -> Response:
     """A one-page PDF report for one film."""
     pdf, filename = await in_pool(request, lambda: as_pdf(model, estimate(model, up, True), up))
     return Response(pdf, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@v1.post("/dicom", response_class=Response, responses={
+    200: {"content": {"application/zip": {}}, "description": "a zip of two DICOM files: the "
+          "Structured Report (SR_<uid>.dcm) and the Secondary Capture image (SC_<uid>.dcm), "
+          "in the film's study"}, **ERRORS},
+    openapi_extra=_form_doc(("file", "sex", "sex_source", "chronological_age_months")))
+async def dicom(request: Request, up: UploadDep, model: ModelDep) -> Response:
+    """The result as DICOM, for a DICOM film: SR (TID 1500) and Secondary Capture image."""
+    data, filename = await in_pool(request, lambda: as_dicom(model, up))
+    return Response(data, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
