@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from boneage.errors import BoneAgeError
+from boneage.errors import BoneAgeError, install_hint
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -82,7 +82,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
                                  clip_limit=a.clip_limit, tile_grid=a.tiles)
     table = load_table(a.images, a.labels, skip_invalid=a.skip_invalid)
     for note in table.notes:
-        print(note, file=sys.stderr)
+        print(f"note: {note}", file=sys.stderr)
     result = prepare(table, pipeline, a.out, workers=a.workers or cpu_count())
     for _, err in result.failed:
         print(f"error: {err}", file=sys.stderr)
@@ -142,8 +142,7 @@ def cmd_models(a: argparse.Namespace) -> int:
     from boneage.models.checkpoint import installed_models, read_card
 
     if importlib.util.find_spec("torch") is None:
-        print("architectures: install PyTorch to list and train them (pip install "
-              "'boneage[train]')")
+        print(f"architectures: install PyTorch to list and train them ({install_hint('train')})")
     else:
         from boneage.models.registry import DESCRIPTIONS, build_model, count_parameters
 
@@ -298,7 +297,7 @@ def _parser_train(sub) -> None:
     p.add_argument("--workers", type=int, help="preprocessing processes (0: all cores)")
     p.add_argument("--logger", choices=("csv", "tensorboard"), help="csv: metrics.csv and "
                    "plots (default); tensorboard: also TensorBoard curves in RUN_DIR/tensorboard "
-                   "(pip install 'boneage[tensorboard]')")
+                   "(the tensorboard extra)")
     p.add_argument("--dry-run", action="store_true", help="one training and one validation "
                    "batch in a temporary folder, to check config, data and device; keeps nothing")
     p.set_defaults(func=cmd_train)
@@ -436,13 +435,15 @@ def cmd_predict(a: argparse.Namespace) -> int:
         root = check_uid_root(a.uid_root)
     model = load_model(a.model, a.backend, tta=not a.no_tta,
                        explain=bool(a.heatmap or a.report or a.dicom_out))
-    if a.heatmap and not model.explains:
-        raise BoneAgeError("--heatmap needs the PyTorch backend (Grad-CAM differentiates the "
-                           "network): pip install 'boneage[train]' and --backend torch")
+    if (a.heatmap or a.report or a.dicom_out) and not model.explains:
+        from boneage.inference.api import NO_HEATMAP
+
+        print(f"note: {NO_HEATMAP}", file=sys.stderr)
     done, errors = predict_paths(model, a.paths, BatchOptions(
         sex=a.sex, labels=a.labels, chronological_age=a.chronological_age, fmt=a.format,
         out=a.out, heatmap_dir=a.heatmap, report_dir=a.report, dicom_dir=a.dicom_out,
-        uid_root=root, workers=a.workers or cpu_count(), skip_invalid=a.skip_invalid))
+        uid_root=root, identifier=a.identifier, workers=a.workers or cpu_count(),
+        skip_invalid=a.skip_invalid))
     if errors:
         print(f"{done} film(s) estimated, {len(errors)} failed", file=sys.stderr)
     return 1 if errors else 0
@@ -459,7 +460,9 @@ def _parser_predict(sub) -> None:
     p.add_argument("--chronological-age", type=float, metavar="MONTHS",
                    help="for the SDS and category, the same for every film: use it for one "
                    "child (else per film from --labels or the DICOM header)")
-    p.add_argument("--model", default="default", metavar="NAME_OR_PATH")
+    p.add_argument("--model", default="default", metavar="NAME_OR_PATH",
+                   help="an installed model (default: the bundled one), a run folder, a "
+                   ".safetensors checkpoint or an .onnx graph")
     p.add_argument("--backend", choices=("torch", "onnx"),
                    help="default: onnx for an installed model that ships an ONNX graph (unless "
                    "--heatmap/--report), else torch if installed; onnx for a .onnx file")
@@ -470,6 +473,8 @@ def _parser_predict(sub) -> None:
     p.add_argument("--heatmap", metavar="DIR", help="write a heatmap (Grad-CAM++) over each "
                    "film, at its shape, as DIR/<stem>.heatmap.png")
     p.add_argument("--report", metavar="DIR", help="write a one-page PDF report per film")
+    p.add_argument("--identifier", metavar="ID", help="the patient or accession ID the report "
+                   "prints, for one film (for several: an identifier column in --labels)")
     p.add_argument("--dicom-out", metavar="DIR", help="for DICOM films: write the result into "
                    "the film's study as a Structured Report and a Secondary Capture image "
                    "(SR_<uid>.dcm, SC_<uid>.dcm; docs/dicom.md)")
@@ -487,7 +492,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:
-        raise BoneAgeError("the service needs its extras: pip install 'boneage[service]'") from None
+        raise BoneAgeError(f"the service needs its extras: {install_hint('service')}") from None
     from boneage.inference.api import load_model
     from boneage.service.app import Settings, create_app
 
@@ -539,7 +544,9 @@ def _parser_serve(sub) -> None:
     p = sub.add_parser("serve", help="web service and page (FastAPI under uvicorn)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (localhost by default)")
     p.add_argument("--port", type=_bounded(int, 1, 65535), default=8000, help="1-65535")
-    p.add_argument("--model", default="default", metavar="NAME_OR_PATH")
+    p.add_argument("--model", default="default", metavar="NAME_OR_PATH",
+                   help="an installed model (default: the bundled one), a run folder, a "
+                   ".safetensors checkpoint or an .onnx graph")
     p.add_argument("--backend", choices=("torch", "onnx"))
     p.add_argument("--workers", type=_bounded(int, 1, 64), default=1, help="inference threads")
     p.add_argument("--queue", type=_bounded(int, 0, 10_000), default=8,
@@ -565,8 +572,7 @@ def _dicom_extras() -> None:
     import importlib.util
 
     if any(importlib.util.find_spec(m) is None for m in ("pynetdicom", "highdicom")):
-        raise BoneAgeError("DICOM results need their extras: pip install -c constraints.txt "
-                           "-e '.[dicom]' (from the checkout)")
+        raise BoneAgeError(f"DICOM results need their extras: {install_hint('dicom')}")
 
 
 def cmd_dicom_node(a: argparse.Namespace) -> int:
@@ -733,8 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ModuleNotFoundError as e:  # an optional extra that this install lacks
         extra = _EXTRAS.get((e.name or "").split(".")[0], "train")
-        print(f"error: this needs the Python package {e.name!r}: "
-              f"pip install 'boneage[{extra}]'", file=sys.stderr)
+        print(f"error: this needs the Python package {e.name!r}: {install_hint(extra)}",
+              file=sys.stderr)
         return 2
 
 

@@ -180,10 +180,12 @@ def draw_growth_chart(ax, reference: tuple[np.ndarray, np.ndarray, np.ndarray], 
         if interval is not None:
             err = [[(bone_age_months - interval[0]) / 12], [(interval[1] - bone_age_months) / 12]]
         ax.errorbar([chronological_months / 12], [bone_age_months / 12], yerr=err, fmt="o",
-                    color=colour, ms=8, capsize=4, label="this film")
+                    color=colour, ms=8, capsize=4,
+                    label="this film, with its 90% interval" if err else "this film")
     else:
         ax.axhline(bone_age_months / 12, color=colour, lw=2, label="this film's bone age")
     ax.set(xlabel="chronological age (years)", ylabel="bone age (years)", xlim=(0, 19),
-           ylim=(0, 20), title=f"Growth chart ({'male' if male else 'female'})")
+           ylim=(0, 20), title=f"Growth chart ({'male' if male else 'female'})",
+           xticks=range(0, 19, 2), yticks=range(0, 21, 2))  # the page's steps: 2 years
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")

@@ -283,6 +283,28 @@ def test_rest_route_returns_both_results_for_a_dicom_film(model_path, tmp_path):
 
 
 # --------------------------------------------------------------------------- the node
+def test_the_spool_releases_results_only_for_films_that_left_incoming(tmp_path):
+    """A node killed between staging a film's results and releasing them: on restart the
+    results of a film still waiting are dropped (it is assessed again), those of a film that
+    left incoming/ go to the outbox; nothing is sent twice for a film assessed twice."""
+    from boneage.dicomnode.spool import Spool
+
+    spool = Spool(tmp_path / "s")
+    waiting = spool.receive("1.2.3", b"film one")
+    done = spool.receive("1.2.4", b"film two")
+    for film in (waiting, done):
+        stage = spool.staging / film.stem
+        stage.mkdir()
+        (stage / f"SR_{film.stem}.9.dcm").write_bytes(b"sr")
+    done.unlink()  # killed after removing the film, before releasing its results
+    assert Spool(tmp_path / "s").recover() == 1
+    assert [p.name for p in spool.results()] == ["SR_1.2.4.9.dcm"]
+    assert not list(spool.staging.iterdir()) and [p.name for p in spool.films()] == ["1.2.3.dcm"]
+    released = spool.post(waiting, {"SR_1.2.3.9.dcm": b"sr", "SC_1.2.3.9.dcm": b"sc"})
+    assert [p.name for p in released] == ["SC_1.2.3.9.dcm", "SR_1.2.3.9.dcm"]
+    assert not spool.films() and len(spool.results()) == 3
+
+
 def test_arguments_are_checked_before_the_node_starts(tmp_path, capsys):
     from boneage.cli import main
     from boneage.dicomnode.node import Destination

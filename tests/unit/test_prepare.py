@@ -103,7 +103,8 @@ def test_missing_optional_package_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_models", needs_torch)  # bound when the parser is built
     assert cli.main(["models"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: this needs the Python package 'torch': pip install 'boneage[train]'"
+    assert err == ("error: this needs the Python package 'torch': pip install -c constraints.txt "
+                   "-e '.[train]' (in the boneage checkout)")
 
 
 def test_squash_pipeline_cli(films, tmp_path):

@@ -40,7 +40,7 @@ def client(model_path):
 
 def test_health_models_and_docs(client):
     h = client.get("/health").json()
-    assert h["status"] == "ok" and h["model"] == "m" and h["version"]
+    assert h["status"] == "ok" and h["model"] == "m" and h["package_version"]
     assert h["api_key_required"] is False and h["heatmaps"] is True
     m = client.get("/v1/models").json()["models"][0]
     assert m["arch"] == "resnet18" and m["calibrated"] is False
@@ -295,9 +295,9 @@ def test_report_pdf(client):
     assert bad.status_code == 415
 
 
-def test_bundled_model_on_onnx_runtime_answers_without_heatmap():
-    """A clinic's torch-less install: the bundled model through ONNX Runtime; a heatmap request
-    still gets its estimate, with a warning instead of the picture."""
+def test_bundled_model_on_onnx_runtime_draws_its_heatmap():
+    """A clinic's torch-less install: the bundled model through ONNX Runtime, its heatmap from
+    the ONNX heatmap graph, at the film's shape, and no warning about it."""
     app = create_app(load_model("default", backend="onnx"), Settings())
     c = TestClient(app)
     assert c.get("/health").json()["model"] == "default"
@@ -305,6 +305,7 @@ def test_bundled_model_on_onnx_runtime_answers_without_heatmap():
                data={"sex": "M", "heatmap": "yes"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["heatmap"] is None and 0 < body["bone_age_months"] < 240
+    assert 0 < body["bone_age_months"] < 240
     assert decode_data_url(body["film"]).shape[:2] == (400, 320)  # the film, even on ONNX
-    assert any("needs the PyTorch backend" in w for w in body["warnings"])
+    assert decode_data_url(body["heatmap"]).shape[:2] == (400, 320)
+    assert not any("heatmap" in w for w in body["warnings"])

@@ -33,6 +33,8 @@ AGE_COLUMNS = (
 # the child's age on the day of the film (for `predict`'s comparison with the reference)
 CHRONOLOGICAL_COLUMNS = ("chronologicalage", "chronologicalagemonths", "chronage",
                          "chronologicalageinmonths", "ageatstudy", "ageatstudymonths")
+# who the film belongs to, as the report prints it ("Patient or accession ID")
+IDENTIFIER_COLUMNS = ("identifier", "accession", "accessionnumber", "patientoraccessionid")
 _AGE_WORD = re.compile(r"(^|[^a-zA-Z])[aA][gG][eE]|[a-z]Age")  # age_months, PatientAge; not image
 _MALE = {"true", "1", "m", "male", "yes", "1.0"}
 _FEMALE = {"false", "0", "f", "female", "no", "0.0"}
@@ -59,6 +61,7 @@ class Record:
     male: bool | None
     months: float | None
     chronological_months: float | None = None
+    identifier: str | None = None  # patient or accession ID, for the report
 
 
 @dataclass
@@ -152,6 +155,7 @@ def read_labels(
     sex_col = _find_column(header, SEX_COLUMNS)
     age_col = _find_column(header, AGE_COLUMNS)
     chron_col = _find_column(header, CHRONOLOGICAL_COLUMNS)
+    ident_col = _find_column(header, IDENTIFIER_COLUMNS)
     missing = [
         kind for kind, col, needed in (
             ("id (id / Image ID / Case ID)", id_col, True),
@@ -163,7 +167,7 @@ def read_labels(
         raise BoneAgeError(
             f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}"
         )
-    used = (id_col, sex_col, age_col, chron_col)
+    used = (id_col, sex_col, age_col, chron_col, ident_col)
     unread = [h for h in header if h not in used and _AGE_WORD.search(h)]
     # an age column under another name (a clinic's `age_months`) is said, not silently dropped
     if not require_age and age_col is not None and _norm(age_col) in ("age", "months"):
@@ -221,7 +225,8 @@ def read_labels(
             if path is None:
                 flag(f"missing image in {images_dir} (looked for {rid}"
                      f"{{{','.join(IMAGE_SUFFIXES)}}})", rown, rid)
-        records.append((rown, Record(rid, path, male, months, chron)))
+        ident = str(row.get(ident_col) or "").strip()[:64] if ident_col else ""
+        records.append((rown, Record(rid, path, male, months, chron, ident or None)))
 
     if not records and not problems:
         raise BoneAgeError(f"{name}: no rows")

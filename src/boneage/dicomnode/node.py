@@ -193,8 +193,7 @@ class Node:
             except Exception as e:  # noqa: BLE001 - one broken film must not stop the node
                 self._set_aside(path, e)
                 continue
-            self.spool.post(files)
-            self.spool.remove(path)
+            self.spool.post(path, files)
             self.counts["assessed" if a.result is not None else "not assessed"] += 1
             if a.result is None:
                 log.info("film %s not assessed: %s", uid, a.reason)
@@ -292,6 +291,9 @@ class Node:
         from pynetdicom import AE, evt
         from pynetdicom.sop_class import Verification
 
+        released = self.spool.recover()
+        if released:
+            log.info("resuming: %d staged result(s) released to the outbox", released)
         for path in self.spool.films():
             self.films.put(path)
         left = (self.films.qsize(), len(self.spool.results()))

@@ -1,6 +1,7 @@
 """The node's durable spool: what it has promised lives on disk until the promise is kept.
 
     incoming/<film uid>.dcm   a film acknowledged to its sender (Success), not yet assessed
+    staging/<film uid>/       its two results, written before the film leaves incoming/
     outbox/SR_<uid>.dcm ...   a result owed to the destination, not yet acknowledged by it
     failed/                   what the destination refused for good, or a film that broke
                               the node (kept for a person to look at, never retried)
@@ -8,7 +9,11 @@
 Every file is written whole (temporary file, fsync, rename, fsync of the folder) before the
 step that depends on it: a film is acknowledged only once it is in incoming/; it leaves
 incoming/ only once both its results are in outbox/; a result leaves outbox/ only once the
-destination answered Success. A node killed at any point finds its work again on restart."""
+destination answered Success. A film's results reach outbox/ (where the sender sees them)
+only after the film has left incoming/, through staging/: a node killed in between never
+assesses a film again whose results were already sent. A node killed at any point finds its
+work again on restart; the one window left (the destination stored a result, the node died
+before removing it) re-sends an instance with the same UIDs, which a PACS stores once."""
 
 from __future__ import annotations
 
@@ -30,10 +35,10 @@ def safe_name(uid: str) -> str:
 class Spool:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.incoming, self.outbox, self.failed = (self.root / n for n in
-                                                   ("incoming", "outbox", "failed"))
+        self.incoming, self.staging, self.outbox, self.failed = (
+            self.root / n for n in ("incoming", "staging", "outbox", "failed"))
         try:
-            for folder in (self.incoming, self.outbox, self.failed):
+            for folder in (self.incoming, self.staging, self.outbox, self.failed):
                 folder.mkdir(parents=True, exist_ok=True)
                 probe = folder / ".write-test"
                 probe.write_bytes(b"")
@@ -52,14 +57,39 @@ class Spool:
         """Films waiting to be assessed, oldest first."""
         return _oldest_first(self.incoming.glob("*.dcm"))
 
-    def post(self, files: dict[str, bytes]) -> list[Path]:
-        """Results owed to the destination, by file name."""
-        paths = []
+    def post(self, film: Path, files: dict[str, bytes]) -> list[Path]:
+        """A film's results (by file name) owed to the destination, and the film done: the
+        results are staged, the film removed, then the results moved to the outbox."""
+        stage = self.staging / film.stem
+        stage.mkdir(exist_ok=True)
         for name, data in files.items():
-            path = self.outbox / name
-            atomic_write_bytes(path, data, sync=True)
-            paths.append(path)
+            atomic_write_bytes(stage / name, data, sync=True)
+        self.remove(film)
+        return self._release(stage)
+
+    def _release(self, stage: Path) -> list[Path]:
+        paths = []
+        for path in sorted(stage.glob("*.dcm")):
+            target = self.outbox / path.name
+            path.replace(target)
+            paths.append(target)
+        sync_folder(self.outbox)
+        stage.rmdir()
+        sync_folder(self.staging)
         return paths
+
+    def recover(self) -> int:
+        """After a stop: results staged for a film that has left incoming/ go to the outbox;
+        those of a film still waiting are dropped (it will be assessed again)."""
+        released = 0
+        for stage in sorted(p for p in self.staging.iterdir() if p.is_dir()):
+            if (self.incoming / f"{stage.name}.dcm").exists():
+                for path in stage.iterdir():
+                    path.unlink()
+                stage.rmdir()
+            else:
+                released += len(self._release(stage))
+        return released
 
     def results(self) -> list[Path]:
         """Results waiting to be sent, oldest first."""

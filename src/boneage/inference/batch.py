@@ -52,16 +52,17 @@ def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def from_labels(labels: str | None, skip_invalid: bool = False
-                ) -> dict[str, tuple[bool, float | None]]:
-    """id -> (male, chronological age in months or None) from a labels CSV (any RSNA format,
-    plus an optional chronological-age column such as `chronological_age_months`)."""
+                ) -> dict[str, tuple[bool, float | None, str | None]]:
+    """id -> (male, chronological age in months or None, patient or accession ID or None) from
+    a labels CSV (any RSNA format, plus optional `chronological_age_months` and `identifier`
+    columns)."""
     if labels is None:
         return {}
     table = read_labels(labels, require_age=False, require_images=False,
                         skip_invalid=skip_invalid)
     for note in table.notes:
-        print(note, file=sys.stderr)
-    return {r.id: (bool(r.male), r.chronological_months) for r in table}
+        print(f"note: {note}", file=sys.stderr)
+    return {r.id: (bool(r.male), r.chronological_months, r.identifier) for r in table}
 
 
 def _read_prepare(task: tuple[int, str, Pipeline, bool]) -> tuple[int, Any, str]:
@@ -87,7 +88,7 @@ class Writer:
         if self.csv:
             self.csv.writerow(RESULT_COLUMNS)
         elif fmt == "table":
-            stream.write(f"{'file':<28} {'sex':<3} {'bone age':>16} {'90% interval':>14} "
+            stream.write(f"{'file':<28} {'sex':<3} {'bone age':>18} {'90% interval':>14} "
                          f"{'chron.':>7} {'diff':>6} {'SDS':>6} {'category':<9} warnings\n")
         stream.flush()
 
@@ -108,7 +109,7 @@ class Writer:
                 name = repr(name)[1:-1]
             self.stream.write(
                 f"{name[:28]:<28} {r.sex:<3} "
-                f"{f(r.bone_age_months) + ' mo (' + f(r.bone_age_years) + ' y)':>16} "
+                f"{f(r.bone_age_months) + ' mo (' + f(r.bone_age_years) + ' y)':>18} "
                 f"{iv:>14} {f(r.chronological_age_months):>7} {f(r.difference_months):>6} "
                 f"{f(r.sds, '{:.2f}'):>6} {r.category or '':<9} {'; '.join(r.warnings)}\n")
         self.stream.flush()
@@ -126,13 +127,14 @@ class BatchOptions:
     heatmap_dir: str | None = None
     report_dir: str | None = None
     dicom_dir: str | None = None  # the SR and SC of each DICOM film (docs/dicom.md)
+    identifier: str | None = None  # patient or accession ID, for one film's report
     uid_root: str | None = None  # for those results' UIDs
     workers: int = 1
     progress: bool = True
     skip_invalid: bool = False  # labels rows
 
 
-def child_facts(path: Path, film: Any, by_id: dict[str, tuple[bool, float | None]],
+def child_facts(path: Path, film: Any, by_id: dict[str, tuple[bool, float | None, str | None]],
                 opts: BatchOptions) -> tuple[Any, float | None]:
     """(sex, chronological age) for one film: the flag, else the labels' row, else the DICOM
     header (one film, one child). Raises BoneAgeError when no sex is known."""
@@ -190,6 +192,13 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
     files, errors = expand(paths)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
+    if opts.identifier and len(files) > 1:
+        raise BoneAgeError(f"--identifier names one film's patient or accession ID; {len(files)} "
+                           "films were given (use an identifier column in --labels)")
+    if opts.sex is None and not by_id and files and not any(map(_is_dicom, files)):
+        raise BoneAgeError(f"sex is required (the bone-age standards differ by sex) and none of "
+                           f"the {len(files)} film(s) is a DICOM with PatientSex: give --sex "
+                           "M|F, or --labels with a sex per film")
     for folder in (opts.heatmap_dir, opts.report_dir, opts.dicom_dir):
         if folder:
             ensure_writable_dir(folder)
@@ -211,7 +220,9 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
             writer.write(r)
             done += 1
             if extras:
-                _write_extras(model, files[i], stems[i], film, prepared, s, r, opts)
+                known = by_id.get(files[i].stem, by_id.get(files[i].name))
+                ident = opts.identifier or (known[2] if known else None)
+                _write_extras(model, files[i], stems[i], film, prepared, s, r, opts, ident)
         pending.clear()
 
     with output_stream(opts.out) as stream:
@@ -256,8 +267,18 @@ def output_stems(files: list[Path]) -> list[str]:
     return stems
 
 
+def _is_dicom(path: Path) -> bool:
+    """Whether a file is a DICOM by its content (the DICM marker), not by its name."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
 def _write_extras(model: BoneAgeModel, path: Path, stem: str, film: Any, prepared: Any,
-                  sex: Any, result: BoneAgeResult, opts: BatchOptions) -> None:
+                  sex: Any, result: BoneAgeResult, opts: BatchOptions,
+                  identifier: str | None = None) -> None:
     """The heatmap PNG and/or the one-page PDF report for one film, from the film and the
     preparation already made for its estimate."""
     import cv2
@@ -275,8 +296,8 @@ def _write_extras(model: BoneAgeModel, path: Path, stem: str, film: Any, prepare
         from boneage.inference.report import pdf_report
 
         atomic_write_bytes(Path(opts.report_dir) / f"{stem}.report.pdf",
-                           pdf_report(model, result, film.pixels, pic, identifier=path.name,
-                                      study_date=film.study_date))
+                           pdf_report(model, result, film.pixels, pic, identifier=identifier,
+                                      study_date=film.study_date, file_name=path.name))
     if opts.dicom_dir:
         _write_dicom_results(model, path, film, result, pic, opts)
 

@@ -56,10 +56,7 @@ def saliency(model, image: np.ndarray, male: bool, method: str = "gradcampp",
     if method not in METHODS:
         raise ValueError(f"unknown heatmap method {method!r} (known: {', '.join(METHODS)})")
     if hasattr(model, "members"):  # an ensemble: each member's map, averaged
-        maps = [saliency(m, image, male, method, layer) for m in model.members]
-        cam = np.mean(maps, axis=0)
-        hi = float(cam.max())
-        return cam / hi if hi > 1e-6 else np.zeros_like(cam)
+        return mean_map([saliency(m, image, male, method, layer) for m in model.members])
     x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
     net = _net(model, male)
     if method == "occlusion":
@@ -84,6 +81,33 @@ def saliency(model, image: np.ndarray, male: bool, method: str = "gradcampp",
     cam = cam.astype(np.float32)
     lo, hi = float(cam.min()), float(cam.max())
     return (cam - lo) / (hi - lo) if hi - lo > 1e-6 else np.zeros_like(cam)
+
+
+def gradcampp(maps: np.ndarray, grad: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Grad-CAM++ as MONAI computes it, from what the ONNX heatmap graph gives (models/fusion.py
+    CamInputs): one network's feature map (C, h, w) and the gradient of its z-score with
+    respect to the pooled features (C,), i.e. dz/dA = grad / (h w) everywhere. Upsampled
+    bilinearly to `shape` (as MONAI's upsampler, align_corners False) and scaled to [0, 1].
+    MONAI's exp(score) factor scales every weight alike, so the scaling removes it."""
+    c, h, w = maps.shape
+    a = maps.astype(np.float64)
+    g = np.broadcast_to((grad.astype(np.float64) / (h * w))[:, None, None], a.shape)
+    nr = g * g
+    dr = 2.0 * nr + (a * g**3).sum(axis=(1, 2), keepdims=True)
+    alpha = nr / (np.where(dr != 0.0, dr, 1.0) + 1e-7)
+    weights = (alpha * np.maximum(g, 0.0)).sum(axis=(1, 2))
+    cam = np.maximum((weights[:, None, None] * a).sum(axis=0), 0.0).astype(np.float32)
+    cam = cv2.resize(cam, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    cam = np.maximum(cam, 0)
+    lo, hi = float(cam.min()), float(cam.max())
+    return (cam - lo) / (hi - lo) if hi - lo > 1e-6 else np.zeros_like(cam)
+
+
+def mean_map(maps: list[np.ndarray]) -> np.ndarray:
+    """An ensemble's map: its members' maps averaged, scaled to [0, 1] again."""
+    cam = np.mean(maps, axis=0)
+    hi = float(cam.max())
+    return cam / hi if hi > 1e-6 else np.zeros_like(cam)
 
 
 def is_localised(cam: np.ndarray) -> bool:

@@ -18,25 +18,64 @@ from boneage.models.checkpoint import SCALE
 
 def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weights: bool = False
                 ) -> Path:
-    """Write OUT.onnx and its model card OUT.json (the same card, marked as ONNX).
+    """Write OUT.onnx, its heatmap graph OUT.cam.onnx and its model card OUT.json (the same
+    card, marked as ONNX).
 
-    share_weights: the graph reads its weights from the checkpoint's .safetensors (which must
-    sit in the same folder) instead of holding a second copy: a few kilobytes, the same
-    numbers. That is how the bundled model ships one set of weights for both backends."""
-    import warnings
-
+    share_weights: the graphs read their weights from the checkpoint's .safetensors (which
+    must sit in the same folder) instead of holding a second copy: a few kilobytes, the same
+    numbers. That is how the bundled model ships one set of weights for both backends.
+    The heatmap graph (models/fusion.py CamInputs) gives Grad-CAM++ what it needs without
+    torch; a network whose head it cannot differentiate gets none (heatmaps then need torch)."""
     import torch
 
     out = Path(out)
     if out.suffix != ".onnx":
         raise BoneAgeError(f"{out}: the ONNX file name must end in .onnx")
-    from boneage.models.fusion import WithEmbedding
+    from boneage.models.fusion import CamInputs, WithEmbedding
 
     src = TorchPredictor.load(spec)
     ensure_writable_dir(out.parent)  # a new folder is made, as `evaluate --out` makes one
+    if share_weights and src.path.parent.resolve() != out.parent.resolve():
+        raise BoneAgeError(f"{out}: --share-weights needs the .onnx in the folder of its "
+                           f"weights ({src.path.parent})")
     size = int(src.card["input_size"])
     x = torch.rand(2, 1, size, size)
     sex = torch.tensor([1.0, 0.0])
+    batch = {0: "batch"}
+    _write_graph(WithEmbedding(src.model), (x, sex), ["bone_age", "features"],
+                 {"image": batch, "sex": batch, "bone_age": batch, "features": batch},
+                 out, src, opset, share_weights)
+    onnx_info = {"opset": opset, "source": src.path.name if share_weights else str(src.path),
+                 "weights": src.path.name if share_weights else "embedded",
+                 "sha256": file_sha256(out)}
+    try:
+        cam = CamInputs(src.model).eval()
+    except ValueError:
+        cam = None
+    cam_path = out.with_suffix(".cam.onnx")
+    if cam is not None:
+        names = [f"{kind}_{i}" for i in range(len(cam.members)) for kind in ("maps", "grad")]
+        _write_graph(cam, (x[:1], sex[:1]), names, {}, cam_path, src, opset, share_weights)
+        onnx_info["cam"] = {"file": cam_path.name, "sha256": file_sha256(cam_path),
+                            "outputs": names}
+    else:
+        cam_path.unlink(missing_ok=True)
+    # beside its own checkpoint (same stem) the two share one card, which now names the export
+    from boneage.models.contract import io_contract
+
+    io = io_contract(size, src.model.n_features)  # the graph answers in months
+    atomic_write_json(out.with_suffix(".json"), {**src.card, "io": io, "onnx": onnx_info})
+    return out
+
+
+def _write_graph(module, inputs: tuple, output_names: list[str], dynamic: dict, out: Path,
+                 src: TorchPredictor, opset: int, share_weights: bool) -> None:
+    """One graph, its weights stored as the checkpoint stores them (int8 or float16) or read
+    from the checkpoint itself; written whole or not at all."""
+    import warnings
+
+    import torch
+
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings():
@@ -44,35 +83,20 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = 17, share_weight
             # PRESERVE (the model is in eval mode) keeps each weight as saved instead of folding
             # batch norms into convolutions; ONNX Runtime fuses them itself when it loads
             torch.onnx.export(
-                WithEmbedding(src.model), (x, sex), str(tmp), input_names=["image", "sex"],
-                output_names=["bone_age", "features"], opset_version=opset, dynamo=False,
-                training=torch.onnx.TrainingMode.PRESERVE,
-                dynamic_axes={"image": {0: "batch"}, "sex": {0: "batch"},
-                              "bone_age": {0: "batch"}, "features": {0: "batch"}},
-            )
+                module, inputs, str(tmp), input_names=["image", "sex"],
+                output_names=output_names, opset_version=opset, dynamo=False,
+                training=torch.onnx.TrainingMode.PRESERVE, dynamic_axes=dynamic or None)
         if src.card.get("weights_dtype") == "int8":
             _store_int8(tmp, src.path)
         if src.card.get("weights_dtype") in ("float16", "int8"):
             _store_half(tmp)
         if share_weights:
-            if src.path.parent.resolve() != out.parent.resolve():
-                raise BoneAgeError(f"{out}: --share-weights needs the .onnx in the folder of "
-                                   f"its weights ({src.path.parent})")
             _share_weights(tmp, src.path)
         os.replace(tmp, out)
     except OSError as e:
         raise BoneAgeError(f"{out}: cannot write ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
-    onnx_info = {"opset": opset, "source": src.path.name if share_weights else str(src.path),
-                 "weights": src.path.name if share_weights else "embedded",
-                 "sha256": file_sha256(out)}
-    # beside its own checkpoint (same stem) the two share one card, which now names the export
-    from boneage.models.contract import io_contract
-
-    io = io_contract(size, src.model.n_features)  # the graph answers in months
-    atomic_write_json(out.with_suffix(".json"), {**src.card, "io": io, "onnx": onnx_info})
-    return out
 
 
 def _store_half(path: Path) -> None:

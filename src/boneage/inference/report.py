@@ -119,12 +119,21 @@ def report_filename(identifier: str | None, fallback: str = "film") -> str:
     return f"bone-age-{stem or 'film'}.pdf"
 
 
-def _accuracy_line(card: dict) -> str:
+FULL_RESOLUTION = 512  # a film whose longer side has at least this many pixels
+
+
+def _accuracy_line(card: dict, film_shape: tuple[int, ...] | None = None) -> str:
+    """The measured accuracy that matches the film: the full-resolution figure (its set
+    named) for a full-resolution film where the card has one, else the held-out thumbnails'."""
     held = card.get("heldout_metrics") or {}
     val = (card.get("metrics") or {}).get("val") or {}
+    full = card.get("fullres_metrics") or {}
+    if full.get("mae") is not None and film_shape and max(film_shape[:2]) >= FULL_RESOLUTION:
+        return (f"MAE {full['mae']:.2f} months on {full.get('n', '?')} full-resolution films "
+                f"never trained on ({full.get('set', 'held out')})")
     if held.get("mae") is not None:
-        return (f"held-out MAE {held['mae']:.2f} months, RMSE {held.get('rmse', float('nan')):.2f}"
-                f" (n={held.get('n', '?')})")
+        return (f"MAE {held['mae']:.2f} months, RMSE {held.get('rmse', float('nan')):.2f} on "
+                f"{held.get('n', '?')} held-out films")
     if val.get("mae") is not None:
         return f"validation MAE {val['mae']:.2f} months"
     return "accuracy not recorded"
@@ -151,11 +160,20 @@ def result_rows(result: BoneAgeResult) -> list[tuple[str, str]]:
     return rows
 
 
+def model_line(model: BoneAgeModel, film_shape: tuple[int, ...] | None = None) -> str:
+    """The model by name and version, and the accuracy figure that matches the film."""
+    version = model.card.get("version")
+    return (f"Model: {model.name}" + (f" version {version}" if version else "")
+            + f" ({model.card['arch']}); {_accuracy_line(model.card, film_shape)}. "
+            f"Software: boneage {__version__}.")
+
+
 def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarray,
                heatmap_bgr: np.ndarray | None, identifier: str | None = None,
-               study_date: str | None = None) -> bytes:
+               study_date: str | None = None, file_name: str | None = None) -> bytes:
     """One A4 page. `film_pixels`: the film as read (shown downscaled, at its shape);
-    `heatmap_bgr`: the overlay from `BoneAgeModel.heatmap` (same shape) or None."""
+    `heatmap_bgr`: the overlay from `BoneAgeModel.heatmap` (same shape) or None;
+    `identifier`: the patient or accession ID typed or given; `file_name`: the film's file."""
     import matplotlib
 
     from boneage.inference.explain import display_film
@@ -169,12 +187,14 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
         fig = plt.figure(figsize=(8.27, 11.69))  # A4 portrait
         left, width = 0.07, 0.86
         fig.text(left, 0.955, "Bone age report", fontsize=18, weight="bold")
-        fig.text(left + width, 0.958, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                 fontsize=8, color="#555", ha="right")
-        who = f"Film: {printable(identifier or result.file)}"
+        fig.text(left + width, 0.958, "Report created: " + datetime.now(timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC"), fontsize=8, color="#555", ha="right")
+        who = [f"Patient or accession ID: {printable(identifier)}" if identifier else
+               "Patient or accession ID: (not given)",
+               f"File: {printable(Path(file_name or result.file).name)}"]
         if study_date:
-            who += f"     Study date: {study_date}"
-        fig.text(left, 0.93, who, fontsize=10)
+            who.append(f"Study date: {study_date}")
+        fig.text(left, 0.93, "     ".join(who), fontsize=9.5)
         # film and heatmap side by side, each at the film's own shape; the panels are as tall
         # as that shape needs (more room without the growth chart)
         top = 0.905
@@ -192,8 +212,11 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
             ax.set_title(title, fontsize=8)
             ax.axis("off")
         if heatmap_bgr is None:
-            fig.text(left, top - img_h - 0.012, "heatmap not available (it needs the PyTorch "
-                     "backend)", fontsize=7, color="#555")
+            fig.text(left, top - img_h - 0.012, "no heatmap for this model", fontsize=7,
+                     color="#555")
+        else:  # the colour scale of the overlay
+            _colour_scale(fig, [left + pw + 0.01 + (pw - 0.02) * 0.2, top - img_h - 0.016,
+                                (pw - 0.02) * 0.6, 0.007])
         # results, then warnings, then notes: a cursor moving down the page
         y = top - img_h - 0.04
         for label, value in result_rows(result):
@@ -229,8 +252,7 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
                 y -= 0.016
                 fig.text(left, y, line, fontsize=8.5, color="#333")
         y = 0.062  # the model line wraps (a recalibrated copy's name carries a file name)
-        for line in textwrap.wrap(f"Model {model.name} ({model.card['arch']}), boneage "
-                                  f"{__version__}; {_accuracy_line(model.card)}.", 125):
+        for line in textwrap.wrap(model_line(model, film_pixels.shape), 125):
             fig.text(left, y, line, fontsize=7.5)
             y -= 0.013
         for i, line in enumerate(textwrap.wrap(DISCLAIMER, 120)):
@@ -239,6 +261,21 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
         fig.savefig(buf, format="pdf")
         plt.close(fig)
     return buf.getvalue()
+
+
+def _colour_scale(fig, rect: list[float]) -> None:
+    """A horizontal bar of the heatmap's colours (OpenCV's JET, as `overlay` draws them),
+    labelled from "less" to "more" influence on the estimate."""
+    import cv2
+
+    ramp = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[None, :], cv2.COLORMAP_JET)
+    ax = fig.add_axes(rect)
+    ax.imshow(ramp[:, :, ::-1], aspect="auto")
+    ax.set_xticks([0, 255], ["less", "more influence on the estimate"], fontsize=6.5)
+    ax.set_yticks([])
+    ax.tick_params(length=0, pad=1)
+    for side in ax.spines.values():
+        side.set_visible(False)
 
 
 def result_picture(model: BoneAgeModel, result: BoneAgeResult | None, film_pixels: np.ndarray,
@@ -295,8 +332,8 @@ def result_picture(model: BoneAgeModel, result: BoneAgeResult | None, film_pixel
             y = text(y - line * 0.4, "Colour: regions that drove the estimate (Grad-CAM++)",
                      fontsize=12, color="#cccccc")
         y = 0.16
-        for part in textwrap.wrap(f"Model {model.name} version {model.card.get('version', '?')}"
-                                  f" ({model.card['arch']}); {_accuracy_line(model.card)}.", 62):
+        for part in textwrap.wrap(model_line(model, None if film is None else
+                                             film_pixels.shape), 62):
             y = text(y, part, fontsize=12, color="#cccccc")
         for part in textwrap.wrap(DISCLAIMER, 62):
             y = text(y, part, fontsize=12, color="#ff8080")

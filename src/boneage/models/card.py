@@ -111,6 +111,15 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += ["By sex:", ""] + _metrics_rows(held["by_sex"]) + [""]
         lines += ["By age band (bias = mean of estimate minus true age):", ""]
         lines += _metrics_rows(held["by_age_band"]) + [""]
+    full = card.get("fullres_metrics")
+    if full:
+        lines += [f"On full-resolution films ({full.get('set', '?')}: "
+                  f"{full.get('description', '')}): MAE **{full['mae']:.2f}** months, bias "
+                  f"{full.get('bias', 0):+.2f}, n = {full['n']}"
+                  + (f", 90% interval coverage {full['interval_coverage']:.1%}"
+                     if full.get("interval_coverage") else "")
+                  + f" ({full.get('source', '')}). Reports quote this figure for films of "
+                  "512 px or more.", ""]
     corr = card.get("output_correction")
     if corr:
         lines += ["## Output correction", "",

@@ -8,6 +8,7 @@ ONNX graph answer in months (models/contract.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -98,3 +99,56 @@ class WithEmbedding(nn.Module):
 
     def forward(self, image: torch.Tensor, sex: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.forward_with_embedding(image, sex)
+
+
+class CamInputs(nn.Module):
+    """What Grad-CAM++ needs, written as a forward computation so that it exports to ONNX
+    (which has no autograd): for each member network (one for a single network), its last
+    feature map A (B, C, h, w) and the gradient of its head's z-score with respect to the
+    pooled features (B, C). The pooling is a mean, so dz/dA[c, i, j] = dz/dp[c] / (h w) at
+    every position; the head is Linear and GELU layers, whose vector-Jacobian product is
+    written out layer by layer (GELU' = Phi(u) + u phi(u))."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model  # its parameters keep the checkpoint's names under "model."
+        for m in self.members:
+            head_linears(m)  # refuses a head it cannot differentiate by hand
+
+    @property
+    def members(self) -> list[nn.Module]:
+        return list(getattr(self.model, "members", [self.model]))
+
+    def forward(self, image: torch.Tensor, sex: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out: list[torch.Tensor] = []
+        for m in self.members:
+            a = m.features(image)
+            h = torch.cat([torch.flatten(m.pool(a), 1),
+                           m.sex_mlp(sex.reshape(-1, 1).to(a.dtype))], dim=1)
+            linears = head_linears(m)
+            pre = []
+            for lin in linears[:-1]:
+                u = lin(h)
+                pre.append(u)
+                h = F.gelu(u)
+            d = linears[-1].weight[0].unsqueeze(0).expand(h.shape[0], -1)
+            for lin, u in zip(reversed(linears[:-1]), reversed(pre), strict=True):
+                cdf = 0.5 * (1.0 + torch.erf(u * (1.0 / math.sqrt(2.0))))
+                pdf = torch.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi))
+                d = (d * (cdf + u * pdf)) @ lin.weight
+            out += [a, d[:, : a.shape[1]]]
+        return tuple(out)
+
+
+def head_linears(model: nn.Module) -> list[nn.Linear]:
+    """The head's Linear layers in order, checked to be (Linear, GELU, [Dropout])* Linear with
+    exact GELU: the only shape `CamInputs` differentiates by hand."""
+    layers = [m for m in model.head.modules() if not isinstance(m, nn.Sequential)]
+    layers = [m for m in layers if not isinstance(m, nn.Dropout)]
+    linears = layers[0::2]
+    ok = (len(layers) % 2 == 1 and all(isinstance(m, nn.Linear) for m in linears)
+          and all(isinstance(m, nn.GELU) and m.approximate == "none" for m in layers[1::2])
+          and linears[-1].out_features == 1)
+    if not ok:
+        raise ValueError("the head is not Linear/GELU layers: no heatmap graph for it")
+    return linears

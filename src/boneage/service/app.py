@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from boneage import __version__
 from boneage.data.images import MAX_PIXELS, MIN_SIDE, sniff_format
-from boneage.errors import BoneAgeError, TooLarge
+from boneage.errors import BoneAgeError, TooLarge, install_hint
 from boneage.evaluation.report import jpeg_data_url
 from boneage.inference.api import BoneAgeModel, check_age, read_film, resolve_sex
 from boneage.service.schemas import Error, Health, ModelInfo, ModelList, Prediction
@@ -410,8 +410,6 @@ def estimate(model: BoneAgeModel, up: Upload, heatmap: bool) -> Estimate:
     heat = None
     if heatmap and model.explains:
         heat = model.heatmap(film, male, prepared)
-    elif heatmap:
-        result.warnings.append("no heatmap: it needs the PyTorch backend")
     return Estimate(result, film, heat)
 
 
@@ -427,9 +425,8 @@ def as_pdf(model: BoneAgeModel, est: Estimate, up: Upload) -> tuple[bytes, str]:
     from boneage.inference.report import pdf_report, report_filename
 
     film = est.film
-    return (pdf_report(model, est.result, film.pixels, est.heatmap,
-                       identifier=up.identifier or film.name,
-                       study_date=up.study_date or film.study_date),
+    return (pdf_report(model, est.result, film.pixels, est.heatmap, identifier=up.identifier,
+                       study_date=up.study_date or film.study_date, file_name=film.name),
             report_filename(up.identifier or Path(film.name).stem))
 
 
@@ -444,8 +441,8 @@ def as_dicom(model: BoneAgeModel, up: Upload) -> tuple[bytes, str]:
         raise HTTPError(415, "file: DICOM results go into the film's own study: send a DICOM "
                         "film (PNG and JPEG have no study)")
     if importlib.util.find_spec("highdicom") is None:
-        raise HTTPError(503, "DICOM results need highdicom on the server (pip install -c "
-                        "constraints.txt -e '.[dicom]')")
+        raise HTTPError(503, f"DICOM results need highdicom on the server: "
+                        f"{install_hint('dicom')}")
     from boneage.inference.dicom_results import (
         encode,
         file_name,
@@ -629,6 +626,10 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
                            allow_methods=["GET", "POST"], allow_headers=["*"])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -636,7 +637,9 @@ def create_app(model: BoneAgeModel, settings: Settings | None = None) -> FastAPI
     @app.head("/health", include_in_schema=False)
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", model=model.name, version=__version__,
+        return Health(status="ok", model=model.name, package_version=__version__,
+                      model_version=(str(model.card["version"]) if model.card.get("version")
+                                     else None),
                       api_key_required=s.api_key is not None, heatmaps=model.explains)
 
     app.include_router(v1)

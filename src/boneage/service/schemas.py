@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field, create_model
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
     model: str
-    version: str = Field(description="boneage version")
+    package_version: str = Field(description="the boneage software's version")
+    model_version: str | None = Field(None, description="the served model's version (its card)")
     api_key_required: bool = Field(False, description="whether /v1/* needs X-API-Key")
-    heatmaps: bool = Field(False, description="whether heatmaps can be made (torch backend)")
+    heatmaps: bool = Field(False, description="whether heatmaps can be made")
 
 
 class ModelInfo(BaseModel):

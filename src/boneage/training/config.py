@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from boneage.errors import BoneAgeError
+from boneage.errors import BoneAgeError, install_hint
 from boneage.fileio import read_text
 
 
@@ -162,7 +162,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.limit == 0 or cfg.limit >= 20, "limit must be 0 (all films) or at least 20"),
         (cfg.logger in LOGGERS, f"logger must be one of {', '.join(LOGGERS)}, got {cfg.logger!r}"),
         (cfg.logger != "tensorboard" or _has_tensorboard(),
-         "logger tensorboard needs the tensorboard package: pip install 'boneage[tensorboard]'"),
+         f"logger tensorboard needs the tensorboard package: {install_hint('tensorboard')}"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -65,7 +65,7 @@ def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, 
     else:
         table = load_table(images, labels, skip_invalid=skip_invalid)
         for note in table.notes:
-            print(note)
+            print(f"note: {note}")
         source = str(labels or images)
         cache = Path(cache_dir) if cache_dir else out / "cache"
     split = None

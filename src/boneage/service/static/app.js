@@ -96,8 +96,9 @@ function renderBatch() {
     const cells = row.res ? [row.file.name, row.res.sex, `${ym(row.res.bone_age_months)} (${fmt(row.res.bone_age_months)} mo)`,
       row.res.interval_low_months === null ? "–" : `${fmt(row.res.interval_low_months, 0)}–${fmt(row.res.interval_high_months, 0)} mo`,
       row.res.chronological_age_months === null ? "–" : ym(row.res.chronological_age_months),
+      row.res.difference_months === null ? "–" : `${row.res.difference_months > 0 ? "+" : ""}${fmt(row.res.difference_months)} mo`,
       fmt(row.res.sds, 2), row.res.category || "–", row.res.warnings.join("; ")]
-      : [row.file.name, "", "", "", "", "", "", `error: ${row.error}`];
+      : [row.file.name, "", "", "", "", "", "", "", `error: ${row.error}`];
     for (const c of cells) { const td = document.createElement("td"); td.textContent = c; tr.appendChild(td); }
     if (i === selected) tr.classList.add("sel");
     tr.addEventListener("click", () => { if (row.res) { selected = i; renderBatch(); render(row.res, row.file.name); } });
@@ -168,6 +169,7 @@ function showImage() {
   const res = current();
   if (!res) return;
   $("film-img").src = $("show-heatmap").checked && res.heatmap ? res.heatmap : res.film;
+  $("heat-scale").hidden = !($("show-heatmap").checked && res.heatmap);
 }
 
 function drawChart(res) {
