@@ -433,6 +433,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
         from boneage.inference.dicom_results import check_uid_root
 
         root = check_uid_root(a.uid_root)
+    from boneage.inference.growth import Heights, check_reference
+
+    heights = Heights.checked(a.height, a.mother_height, a.father_height)  # before the model
+    check_reference(a.growth_reference)
     model = load_model(a.model, a.backend, tta=not a.no_tta,
                        explain=bool(a.heatmap or a.report or a.dicom_out))
     if (a.heatmap or a.report or a.dicom_out) and not model.explains:
@@ -442,7 +446,9 @@ def cmd_predict(a: argparse.Namespace) -> int:
     done, errors = predict_paths(model, a.paths, BatchOptions(
         sex=a.sex, labels=a.labels, chronological_age=a.chronological_age, fmt=a.format,
         out=a.out, heatmap_dir=a.heatmap, report_dir=a.report, dicom_dir=a.dicom_out,
-        uid_root=root, identifier=a.identifier, workers=a.workers or cpu_count(),
+        uid_root=root, identifier=a.identifier, heights=heights or None,
+        growth_reference=a.growth_reference, followup=a.followup,
+        workers=a.workers or cpu_count(),
         skip_invalid=a.skip_invalid))
     if errors:
         print(f"{done} film(s) estimated, {len(errors)} failed", file=sys.stderr)
@@ -460,6 +466,17 @@ def _parser_predict(sub) -> None:
     p.add_argument("--chronological-age", type=float, metavar="MONTHS",
                    help="for the SDS and category, the same for every film: use it for one "
                    "child (else per film from --labels or the DICOM header)")
+    p.add_argument("--height", metavar="CM", help="the child's height in cm (for every film: "
+                   "one child; else a height_cm column in --labels): height SDS")
+    p.add_argument("--mother-height", metavar="CM", help="the mother's height in cm")
+    p.add_argument("--father-height", metavar="CM", help="the father's height in cm: with the "
+                   "mother's, the mid-parental target height and its range")
+    p.add_argument("--followup", metavar="FILE", help="children with several visits (an "
+                   "identifier and a study_date per film in --labels, or a DICOM's PatientID "
+                   "and StudyDate): their series as a table (.csv or .json); with --report, a "
+                   "one-page PDF each")
+    p.add_argument("--growth-reference", default="uk-who", metavar="REF",
+                   help="uk-who (default) or cdc, for the height figures (docs/growth.md)")
     p.add_argument("--model", default="default", metavar="NAME_OR_PATH",
                    help="an installed model (default: the bundled one), a run folder, a "
                    ".safetensors checkpoint or an .onnx graph")

@@ -189,3 +189,52 @@ def draw_growth_chart(ax, reference: tuple[np.ndarray, np.ndarray, np.ndarray], 
            xticks=range(0, 19, 2), yticks=range(0, 21, 2))  # the page's steps: 2 years
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
+
+
+def draw_series_chart(ax, reference: tuple[np.ndarray, np.ndarray, np.ndarray], male: bool,
+                      points: list[tuple[float, float, float | None, float | None, str]]) -> None:
+    """A child's visits on the bone age chart: (chronological months, bone age months,
+    interval low, interval high, label) per visit, joined in date order, on the reference's
+    mean and +/-2 SD band."""
+    ages, means, sds = reference
+    y = ages / 12
+    ax.fill_between(y, (ages - 2 * sds) / 12, (ages + 2 * sds) / 12, color="#9ecae1", alpha=0.5,
+                    label="±2 SD (Greulich & Pyle / Brush)")
+    ax.plot(y, ages / 12, "k--", lw=1, label="bone age = chronological age")
+    colour = SEX_COLOURS["male" if male else "female"]
+    xs = [p[0] / 12 for p in points]
+    ys = [p[1] / 12 for p in points]
+    err = [[(p[1] - p[2]) / 12 if p[2] is not None else 0 for p in points],
+           [(p[3] - p[1]) / 12 if p[3] is not None else 0 for p in points]]
+    ax.errorbar(xs, ys, yerr=err, fmt="o-", color=colour, ms=6, capsize=3,
+                label="visits, with 90% intervals")
+    for x, yy, p in zip(xs, ys, points, strict=True):
+        ax.annotate(p[4], (x, yy), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    lo, hi = max(0, min(xs) - 2), min(19, max(xs) + 2)
+    bottom = min([*ys, *xs, *(p[2] / 12 for p in points if p[2] is not None)])
+    top = max([*ys, *xs, *(p[3] / 12 for p in points if p[3] is not None)])
+    ax.set(xlabel="chronological age (years)", ylabel="bone age (years)", xlim=(lo, hi),
+           ylim=(max(0, bottom - 1), min(20, top + 1)),
+           title=f"Bone age across visits ({'male' if male else 'female'})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def draw_height_chart(ax, centiles: dict[float, list[tuple]], male: bool,
+                      points: list[tuple[float, float, str]], reference: str) -> None:
+    """Height against age: the reference's -2 / 0 / +2 SD curves and the visits (age in
+    months, height in cm, label)."""
+    for z, pts in sorted(centiles.items()):
+        if pts:
+            a, h = zip(*pts, strict=True)
+            ax.plot(a, h, color="#08519c" if z == 0 else "#9ecae1", lw=1.5 if z == 0 else 1,
+                    label=f"{z:+g} SD ({reference})" if z else f"median ({reference})")
+    colour = SEX_COLOURS["male" if male else "female"]
+    xs = [p[0] / 12 for p in points]
+    ax.plot(xs, [p[1] for p in points], "o-", color=colour, ms=6, label="height at the visits")
+    for x, p in zip(xs, points, strict=True):
+        ax.annotate(p[2], (x, p[1]), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    ax.set(xlabel="age (years)", ylabel="height (cm)",
+           xlim=(max(0, min(xs) - 2), min(20, max(xs) + 2)), title="Height across visits")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")

@@ -182,3 +182,36 @@ def test_a_server_with_an_api_key(keyed_server, browser):
     assert page.evaluate("sessionStorage.getItem('boneage-api-key')") == "s3cret-key"
     assert page.evaluate("localStorage.length") == 0  # never kept beyond the tab
     page.screenshot(path=str(ARTIFACTS / "page-api-key.png"), full_page=True)
+
+
+def test_several_films_of_one_child_show_the_follow_up(server, browser, tmp_path):
+    """Three DICOM films of one child (birth and study dates in the header) with the
+    identifier typed: the visits in date order in a table and joined on the chart."""
+    from boneage.data.dicom import film_dataset
+
+    folder = need(RAW / "rsna-fullres")
+    dates = {1489: "20250110", 1513: "20190301", 1515: "20220412"}  # not in date order
+    films = []
+    for i, study in dates.items():
+        img = cv2.imread(str(folder / f"{i}.png"), cv2.IMREAD_GRAYSCALE)
+        ds = film_dataset(img.astype("uint16") * 16, 12, PatientSex="F",
+                          PatientBirthDate="20120515", StudyDate=study)
+        path = tmp_path / f"{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        films.append(str(path))
+    page = browser.new_page(viewport={"width": 1100, "height": 1500})
+    page.goto(server + "/")
+    page.set_input_files("#file", films)
+    page.check("input[name=sex][value=F]")
+    page.fill("#identifier", "CHILD-7")
+    wait_until(page, "!document.getElementById('estimate').disabled")
+    page.click("#estimate")
+    wait_until(page, "document.querySelectorAll('#batch tbody tr').length === 3", 120)
+    assert page.is_visible("#followup")
+    shown = [page.inner_text(f"#followup tbody tr:nth-child({k}) td:nth-child(1)")
+             for k in (1, 2, 3)]
+    assert shown == ["2019-03-01", "2022-04-12", "2025-01-10"]
+    assert "bone age per year" in page.inner_text("#followup tbody tr:nth-child(2)")
+    assert page.evaluate("document.querySelectorAll('#chart .visit-point').length") == 3
+    assert page.is_visible("#visits-line")
+    page.screenshot(path=str(ARTIFACTS / "page-followup.png"), full_page=True)

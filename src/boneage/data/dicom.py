@@ -42,6 +42,8 @@ class DicomFilm:
     study_date: date | None = None
     notes: list[str] = field(default_factory=list)  # what the header says against a hand film
     patient_sex: str | None = None  # PatientSex as written (M, F, O, or anything else)
+    height_cm: float | None = None  # PatientSize (metres in DICOM), in centimetres
+    patient_id: str | None = None  # PatientID: groups a child's films (never logged)
 
 
 def _parse_age(value: str) -> float | None:
@@ -236,8 +238,18 @@ def _decode_dicom(data: bytes, name: str) -> DicomFilm:
             notes.append("DICOM PatientAge is unreadable (not like 010Y): no age taken from it")
     if colour:
         notes.append("a colour DICOM: hand radiographs are greyscale")
+    height = None
+    try:
+        size = float(ds.get("PatientSize", "") or 0)
+        if 0.3 <= size <= 2.3:  # metres, as DICOM writes it
+            height = round(size * 100, 1)
+        elif size:
+            notes.append(f"DICOM PatientSize {size:g} is not a height in metres: not used")
+    except (TypeError, ValueError):
+        notes.append("DICOM PatientSize is unreadable: not used")
     return DicomFilm(pixels=pixels, male=male, age_months=age, study_date=seen, notes=notes,
-                     patient_sex=sex or None)
+                     patient_sex=sex or None, height_cm=height,
+                     patient_id=str(ds.get("PatientID", "") or "").strip()[:64] or None)
 
 
 def film_dataset(pixels: np.ndarray, bits_stored: int = 16, **tags: Any) -> Any:

@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date as _date
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,14 @@ AGE_COLUMNS = (
 # the child's age on the day of the film (for `predict`'s comparison with the reference)
 CHRONOLOGICAL_COLUMNS = ("chronologicalage", "chronologicalagemonths", "chronage",
                          "chronologicalageinmonths", "ageatstudy", "ageatstudymonths")
+# heights in centimetres (growth: docs/growth.md), read as given and checked by `predict`
+HEIGHT_COLUMNS = {"height_cm": ("heightcm", "height", "childheightcm"),
+                  "mother_cm": ("motherheightcm", "motherheight", "maternalheightcm"),
+                  "father_cm": ("fatherheightcm", "fatherheight", "paternalheightcm")}
+# when the film was taken and when the child was born (YYYY-MM-DD): a follow-up series, and a
+# chronological age from the two where no age column is given
+DATE_COLUMNS = {"study_date": ("studydate", "visitdate", "date"),
+                "birth_date": ("birthdate", "dateofbirth", "dob")}
 # who the film belongs to, as the report prints it ("Patient or accession ID")
 IDENTIFIER_COLUMNS = ("identifier", "accession", "accessionnumber", "patientoraccessionid")
 _AGE_WORD = re.compile(r"(^|[^a-zA-Z])[aA][gG][eE]|[a-z]Age")  # age_months, PatientAge; not image
@@ -62,6 +71,10 @@ class Record:
     months: float | None
     chronological_months: float | None = None
     identifier: str | None = None  # patient or accession ID, for the report
+    heights: tuple[str | None, str | None, str | None] = (None, None, None)  # child, mother,
+    # father, in cm, as written (checked where they are used)
+    study_date: str | None = None  # ISO
+    birth_date: str | None = None  # ISO
 
 
 @dataclass
@@ -156,6 +169,8 @@ def read_labels(
     age_col = _find_column(header, AGE_COLUMNS)
     chron_col = _find_column(header, CHRONOLOGICAL_COLUMNS)
     ident_col = _find_column(header, IDENTIFIER_COLUMNS)
+    height_cols = [_find_column(header, names) for names in HEIGHT_COLUMNS.values()]
+    study_col, birth_col = (_find_column(header, names) for names in DATE_COLUMNS.values())
     missing = [
         kind for kind, col, needed in (
             ("id (id / Image ID / Case ID)", id_col, True),
@@ -167,7 +182,7 @@ def read_labels(
         raise BoneAgeError(
             f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}"
         )
-    used = (id_col, sex_col, age_col, chron_col, ident_col)
+    used = (id_col, sex_col, age_col, chron_col, ident_col, *height_cols, study_col, birth_col)
     unread = [h for h in header if h not in used and _AGE_WORD.search(h)]
     # an age column under another name (a clinic's `age_months`) is said, not silently dropped
     if not require_age and age_col is not None and _norm(age_col) in ("age", "months"):
@@ -226,7 +241,25 @@ def read_labels(
                 flag(f"missing image in {images_dir} (looked for {rid}"
                      f"{{{','.join(IMAGE_SUFFIXES)}}})", rown, rid)
         ident = str(row.get(ident_col) or "").strip()[:64] if ident_col else ""
-        records.append((rown, Record(rid, path, male, months, chron, ident or None)))
+        heights = tuple((str(row.get(c) or "").strip() or None) if c else None
+                        for c in height_cols)
+        dates = []
+        for col in (study_col, birth_col):
+            raw = str(row.get(col) or "").strip() if col else ""
+            try:
+                dates.append(_date.fromisoformat(raw).isoformat() if raw else None)
+            except ValueError:
+                flag(f"column {col!r}: not a date (YYYY-MM-DD)", rown, raw)
+                dates.append(None)
+        if dates[0] and dates[1] and dates[0] < dates[1]:
+            flag("the study date is before the birth date", rown, f"{dates[0]} < {dates[1]}")
+        elif dates[0] and dates[1] and chron is None:
+            chron = (_date.fromisoformat(dates[0]) - _date.fromisoformat(dates[1])).days / (
+                365.25 / 12)
+            if chron > MAX_MONTHS:
+                flag(f"the dates give an age over {MAX_MONTHS:.0f} months", rown, dates[1])
+        records.append((rown, Record(rid, path, male, months, chron, ident or None, heights,
+                                     dates[0], dates[1])))
 
     if not records and not problems:
         raise BoneAgeError(f"{name}: no rows")

@@ -42,6 +42,15 @@ class BoneAgeResult:
     difference_months: float | None = _about("bone age - chronological age")
     sds: float | None = _about("SDS against Greulich & Pyle / Brush SDs")
     category: str | None = _about("delayed | normal | advanced")
+    height_cm: float | None = _about("the child's height, cm, when given (or the DICOM's "
+                                     "PatientSize)")
+    height_sds: float | None = _about("height SDS against the growth reference")
+    target_height_cm: float | None = _about("mid-parental target height, cm")
+    target_height_low_cm: float | None = _about("lower end of the target height range, cm")
+    target_height_high_cm: float | None = _about("upper end of the target height range, cm")
+    predicted_adult_height_cm: float | None = _about("predicted adult height, cm (null with a "
+                                                     "warning where the method does not apply)")
+    growth_reference: str | None = _about("the growth reference of the height figures")
     warnings: list[str] = field(default_factory=list, metadata={
         "description": "plain-language warnings; one ending 'the estimate is not meaningful' "
                        "voids the estimate"})
@@ -64,6 +73,36 @@ class Film:
     study_date: str | None = None  # ISO date, from the DICOM header
     patient_sex: str | None = None  # the DICOM's PatientSex as written (M, F, O, ...)
     notes: list[str] = field(default_factory=list)  # what the file says against a hand film
+    height_cm: float | None = None  # the DICOM's PatientSize, in cm
+    patient_id: str | None = None  # the DICOM's PatientID (a follow-up series), never logged
+
+
+def add_growth(r: BoneAgeResult, heights: Any, film: Film, male: bool,
+               chronological_months: float | None, reference: str = "uk-who") -> None:
+    """The height SDS and target height into a result, where heights were given (or the
+    DICOM's PatientSize)."""
+    from boneage.inference.growth import Heights, growth
+
+    h = heights or Heights()
+    from_header = h.height_cm is None and film.height_cm is not None
+    if from_header:
+        h = Heights(film.height_cm, h.mother_cm, h.father_cm)
+    if not h:
+        return
+    try:
+        g = growth(h, male, chronological_months, reference)
+    except BoneAgeError as e:
+        if not from_header or heights:
+            raise
+        r.warnings.append(f"the DICOM's PatientSize was not used: {e}")
+        return
+    r.height_cm = h.height_cm
+    r.height_sds, r.target_height_cm = g.height_sds, g.target_height_cm
+    r.target_height_low_cm, r.target_height_high_cm = (g.target_height_low_cm,
+                                                       g.target_height_high_cm)
+    r.predicted_adult_height_cm, r.growth_reference = (g.predicted_adult_height_cm,
+                                                       g.growth_reference)
+    r.warnings += g.warnings
 
 
 def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) -> Film:
@@ -78,7 +117,8 @@ def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) 
         d = decode_dicom(data, label)
         return Film(label, ToUint8()(d.pixels, {}), d.male, d.age_months,
                     d.study_date.isoformat() if d.study_date else None,
-                    patient_sex=d.patient_sex, notes=list(d.notes))
+                    patient_sex=d.patient_sex, notes=list(d.notes), height_cm=d.height_cm,
+                    patient_id=d.patient_id)
     notes: list[str] = []
     return Film(label, ToUint8()(decode_image(data, label, notes), {}), notes=notes)
 
@@ -201,8 +241,16 @@ class BoneAgeModel:
             f", recalibrated on {again['labels']}" if again else "")
 
     def predict(self, image: str | Path | bytes | np.ndarray, sex: Any = None,
-                chronological_age_months: float | None = None) -> BoneAgeResult:
-        return self.predict_films([read_film(image)], [sex], [chronological_age_months])[0]
+                chronological_age_months: float | None = None, height_cm: Any = None,
+                mother_height_cm: Any = None, father_height_cm: Any = None,
+                growth_reference: str = "uk-who") -> BoneAgeResult:
+        """One film; the heights (cm, optional) add the height SDS and the parents' target
+        height (docs/growth.md)."""
+        from boneage.inference.growth import Heights
+
+        heights = Heights.checked(height_cm, mother_height_cm, father_height_cm)
+        return self.predict_films([read_film(image)], [sex], [chronological_age_months],
+                                  heights=[heights], growth_reference=growth_reference)[0]
 
     def predict_batch(self, images: list, sex: Any = None,
                       chronological_age_months: Any = None) -> list[BoneAgeResult]:
@@ -223,9 +271,11 @@ class BoneAgeModel:
 
     def predict_films(self, films: list[Film], sexes: list, ages: list,
                       prepared: list[tuple[np.ndarray, dict]] | None = None,
-                      sex_source: str = "given") -> list[BoneAgeResult]:
+                      sex_source: str = "given", heights: list | None = None,
+                      growth_reference: str = "uk-who") -> list[BoneAgeResult]:
         """The core: prepared images -> (TTA) model -> interval, comparison, warnings.
-        `sex_source` says which sex wins where the given one and the DICOM's differ."""
+        `sex_source` says which sex wins where the given one and the DICOM's differ;
+        `heights` (inference/growth.py Heights per film) add the growth figures."""
         from boneage.inference.quality import MEANINGLESS, novelty, quality_warnings
         from boneage.inference.reference import compare_ages, reference_range
         from boneage.inference.uncertainty import has_interval, interval
@@ -275,6 +325,8 @@ class BoneAgeModel:
                     if abs(c.sds) > IMPLAUSIBLE_SDS:
                         r.warnings.append(implausible(c.sds))
             r.warnings += quality
+            add_growth(r, heights[i] if heights else None, film, bool(male[i]), cas[i],
+                       growth_reference)
             results.append(r)
         return results
 

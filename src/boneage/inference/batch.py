@@ -26,6 +26,8 @@ from boneage.inference.api import (
     read_film,
     without_pixels,
 )
+from boneage.inference.followup import visit_of
+from boneage.inference.growth import Heights
 from boneage.preprocess.steps import Pipeline
 
 CHUNK = 16
@@ -52,17 +54,29 @@ def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def from_labels(labels: str | None, skip_invalid: bool = False
-                ) -> dict[str, tuple[bool, float | None, str | None]]:
-    """id -> (male, chronological age in months or None, patient or accession ID or None) from
-    a labels CSV (any RSNA format, plus optional `chronological_age_months` and `identifier`
-    columns)."""
+                ) -> dict[str, tuple[bool, float | None, str | None, Heights]]:
+    """id -> (male, chronological age in months or None, patient or accession ID or None,
+    heights) from a labels CSV (any RSNA format, plus optional `chronological_age_months`,
+    `identifier`, `height_cm`, `mother_height_cm` and `father_height_cm` columns). A height
+    that cannot be one stops here, before any output, with its rows named."""
     if labels is None:
         return {}
     table = read_labels(labels, require_age=False, require_images=False,
                         skip_invalid=skip_invalid)
     for note in table.notes:
         print(f"note: {note}", file=sys.stderr)
-    return {r.id: (bool(r.male), r.chronological_months, r.identifier) for r in table}
+    out, bad = {}, []
+    for r in table:
+        try:
+            heights = Heights.checked(*r.heights)
+        except BoneAgeError as e:
+            bad.append(f"{r.id}: {e}")
+            continue
+        out[r.id] = (bool(r.male), r.chronological_months, r.identifier, heights, r.study_date)
+    if bad:
+        raise BoneAgeError(f"{Path(labels).name}: " + "; ".join(bad[:3])
+                           + (f"; and {len(bad) - 3} more" if len(bad) > 3 else ""))
+    return out
 
 
 def _read_prepare(task: tuple[int, str, Pipeline, bool]) -> tuple[int, Any, str]:
@@ -128,13 +142,16 @@ class BatchOptions:
     report_dir: str | None = None
     dicom_dir: str | None = None  # the SR and SC of each DICOM film (docs/dicom.md)
     identifier: str | None = None  # patient or accession ID, for one film's report
+    heights: Heights | None = None  # for every film (one child), cm
+    growth_reference: str = "uk-who"
+    followup: str | None = None  # the follow-up table (.csv or .json) of children's series
     uid_root: str | None = None  # for those results' UIDs
     workers: int = 1
     progress: bool = True
     skip_invalid: bool = False  # labels rows
 
 
-def child_facts(path: Path, film: Any, by_id: dict[str, tuple[bool, float | None, str | None]],
+def child_facts(path: Path, film: Any, by_id: dict[str, tuple],
                 opts: BatchOptions) -> tuple[Any, float | None]:
     """(sex, chronological age) for one film: the flag, else the labels' row, else the DICOM
     header (one film, one child). Raises BoneAgeError when no sex is known."""
@@ -202,10 +219,21 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
     for folder in (opts.heatmap_dir, opts.report_dir, opts.dicom_dir):
         if folder:
             ensure_writable_dir(folder)
+    if opts.followup:
+        if Path(opts.followup).suffix.lower() not in (".csv", ".json"):
+            raise BoneAgeError(f"--followup {opts.followup}: a .csv or .json file name")
+        ensure_writable_dir(Path(opts.followup).parent)
     extras = bool(opts.heatmap_dir or opts.report_dir or opts.dicom_dir)
     stems = output_stems(files)
     tasks = [(i, str(p), model.predictor.pipeline, extras) for i, p in enumerate(files)]
     pending: list[tuple[int, Any, Any, float | None]] = []  # (index, (film, prepared), sex, age)
+    visits: list = []  # (identifier, study date) known: a child's series
+
+    def heights_of(i: int) -> Heights | None:
+        if opts.heights:
+            return opts.heights
+        known = by_id.get(files[i].stem, by_id.get(files[i].name))
+        return known[3] if known else None
     done = 0
 
     def flush(writer: Writer) -> None:
@@ -215,10 +243,17 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
         results = model.predict_films([item[0] for _, item, _, _ in pending],
                                       [s for _, _, s, _ in pending],
                                       [age for _, _, _, age in pending],
-                                      [item[1] for _, item, _, _ in pending])
+                                      [item[1] for _, item, _, _ in pending],
+                                      heights=[heights_of(i) for i, _, _, _ in pending],
+                                      growth_reference=opts.growth_reference)
         for (i, (film, prepared), s, _), r in zip(pending, results, strict=True):
             writer.write(r)
             done += 1
+            known = by_id.get(files[i].stem, by_id.get(files[i].name))
+            ident = (known[2] if known else None) or film.patient_id
+            when = (known[4] if known else None) or film.study_date
+            if ident and when:
+                visits.append(visit_of(r, ident, when))
             if extras:
                 known = by_id.get(files[i].stem, by_id.get(files[i].name))
                 ident = opts.identifier or (known[2] if known else None)
@@ -245,7 +280,46 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
                 flush(writer)
         flush(writer)
         bar.close()
+    _write_followup(model, visits, opts, errors)
     return done, errors
+
+
+def _write_followup(model: BoneAgeModel, visits: list, opts: BatchOptions,
+                    errors: list[str]) -> None:
+    """The children with several visits: their series as a table (--followup) and a one-page
+    PDF each (with --report); each file whole or not at all."""
+    from boneage.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_json
+    from boneage.inference.followup import FOLLOWUP_COLUMNS, build_series
+
+    try:
+        series = build_series(visits)
+    except BoneAgeError as e:
+        errors.append(str(e))
+        print(f"error: {e}", file=sys.stderr)
+        return
+    if not series:
+        if opts.followup:
+            print("note: no child has two or more visits (an identifier and a study date per "
+                  "film): no follow-up table", file=sys.stderr)
+        return
+    rows = [row for s in series for row in s.rows()]
+    if opts.followup:
+        if Path(opts.followup).suffix.lower() == ".json":
+            atomic_write_json(opts.followup, [{"identifier": s.identifier,
+                                               "visits": s.rows()} for s in series])
+        else:
+            atomic_write_csv(opts.followup, FOLLOWUP_COLUMNS,
+                             [[row[c] for c in FOLLOWUP_COLUMNS] for row in rows])
+    else:
+        print(f"note: {len(series)} child(ren) with several visits: --followup FILE writes "
+              "their series", file=sys.stderr)
+    if opts.report_dir:
+        from boneage.inference.report import followup_report, report_filename
+
+        for s in series:
+            name = report_filename(s.identifier).replace(".pdf", ".followup.pdf")
+            atomic_write_bytes(Path(opts.report_dir) / name,
+                               followup_report(model, s, opts.growth_reference))
 
 
 def output_stems(files: list[Path]) -> list[str]:

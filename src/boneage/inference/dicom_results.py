@@ -51,6 +51,13 @@ def _codes() -> dict[str, Any]:
         "hand": CodedConcept("85562004", "SCT", "Hand"),
         "comment": CodedConcept("121106", "DCM", "Comment"),
         "months": CodedConcept("mo", "UCUM", "month"),
+        "cm": CodedConcept("cm", "UCUM", "centimeter"),
+        "height": CodedConcept("8302-2", "LN", "Body height"),
+        "height_sds": own("HEIGHT-SDS", "Body height SDS (growth reference)"),
+        "target": own("TARGET-HT", "Mid-parental target height"),
+        "target_low": own("TARGET-HT-LOW", "Target height range, lower end"),
+        "target_high": own("TARGET-HT-HIGH", "Target height range, upper end"),
+        "adult": own("PRED-ADULT-HT", "Predicted adult height"),
         "no_units": CodedConcept("1", "UCUM", "no units"),
         "low": own("BA-LOW90", "Bone age, lower end of the 90% prediction interval"),
         "high": own("BA-HIGH90", "Bone age, upper end of the 90% prediction interval"),
@@ -174,6 +181,12 @@ def structured_report(source: Any, result: Any | None, model_name: str, model_ve
         measure("age", result.chronological_age_months)
         measure("difference", result.difference_months)
         measure("sds", result.sds, "no_units")
+        measure("height", result.height_cm, "cm")
+        measure("height_sds", result.height_sds, "no_units")
+        measure("target", result.target_height_cm, "cm")
+        measure("target_low", result.target_height_low_cm, "cm")
+        measure("target_high", result.target_height_high_cm, "cm")
+        measure("adult", result.predicted_adult_height_cm, "cm")
     category = "not assessed" if result is None else result.category
     evaluations = ([QualitativeEvaluation(name=c["category"], value=c[category])]
                    if category else [])
@@ -183,7 +196,9 @@ def structured_report(source: Any, result: Any | None, model_name: str, model_ve
         algorithm_id=algorithm, finding_sites=[FindingSite(c["hand"])],
         measurements=measurements or None, qualitative_evaluations=evaluations or None)
     comments = ([f"not assessed: {reason}"] if result is None else
-                [f"sex used: {'male' if result.sex == 'M' else 'female'}"] + list(result.warnings))
+                [f"sex used: {'male' if result.sex == 'M' else 'female'}"]
+                + ([f"growth reference: {result.growth_reference}"]
+                   if result.growth_reference else []) + list(result.warnings))
     for text in comments:
         group[0].ContentSequence.append(TextContentItem(
             name=c["comment"], value=text[:1024],

@@ -157,6 +157,16 @@ def result_rows(result: BoneAgeResult) -> list[tuple[str, str]]:
             rows += [("SDS", f"{result.sds:+.2f}"), ("Category", str(result.category))]
         else:
             rows.append(("SDS", "not given (see the warnings)"))
+    if result.height_cm is not None:
+        sds = f", SDS {result.height_sds:+.2f}" if result.height_sds is not None else ""
+        rows.append(("Height", f"{result.height_cm:.1f} cm{sds} ({result.growth_reference})"))
+    if result.target_height_cm is not None:
+        span = (f", range {result.target_height_low_cm:.1f}-{result.target_height_high_cm:.1f}"
+                if result.target_height_low_cm is not None else "")
+        rows.append(("Target height", f"{result.target_height_cm:.1f} cm{span} (mid-parental)"))
+    if result.predicted_adult_height_cm is not None:
+        rows.append(("Predicted adult height", f"{result.predicted_adult_height_cm:.1f} cm "
+                     "(a prediction, not a measurement)"))
     return rows
 
 
@@ -347,3 +357,84 @@ def matplotlib_rc(families: list[str]):
     import matplotlib
 
     return matplotlib.rc_context({"font.family": families})
+
+
+def followup_report(model: BoneAgeModel, series, reference: str = "uk-who") -> bytes:
+    """One A4 page for a child with several visits (inference/followup.py Series): the visits
+    in date order, the change between them, the bone age chart across visits and, where
+    heights were given, the height chart on the growth reference."""
+    from boneage.plots import _plt, draw_height_chart, draw_series_chart
+
+    plt = _plt()
+    families, _ = _font_setup()
+    visits = series.visits
+    male = visits[0].sex == "M"
+    heights = [v for v in visits if v.height_cm is not None and
+               v.chronological_age_months is not None]
+    with quiet_drawing(), matplotlib_rc(families):
+        fig = plt.figure(figsize=(8.27, 11.69))
+        left = 0.07
+        fig.text(left, 0.955, "Bone age follow-up", fontsize=18, weight="bold")
+        fig.text(0.93, 0.958, "Report created: " + datetime.now(timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC"), fontsize=8, color="#555", ha="right")
+        fig.text(left, 0.93, f"Patient or accession ID: {printable(series.identifier)}     "
+                 f"Sex: {'male' if male else 'female'}     Visits: {len(visits)}", fontsize=9.5)
+        y = 0.9
+        head = ["Study date", "Chron. age", "Bone age (90% interval)", "Height"]
+        xs = [left, left + 0.14, left + 0.28, left + 0.58]
+        for x, h in zip(xs, head, strict=True):
+            fig.text(x, y, h, fontsize=8.5, weight="bold")
+        for i, v in enumerate(visits):
+            y -= 0.019
+            st = series.steps[i - 1] if i else None
+            ca = "-" if v.chronological_age_months is None else years_months(
+                v.chronological_age_months)
+            ba = years_months(v.bone_age_months) + (
+                f" ({years_months(v.interval_low_months)} to "
+                f"{years_months(v.interval_high_months)})"
+                if v.interval_low_months is not None else "")
+            ht = "-" if v.height_cm is None else f"{v.height_cm:.1f} cm" + (
+                f", SDS {v.height_sds:+.2f}" if v.height_sds is not None else "")
+            for x, text in zip(xs, [v.study_date, ca, ba, ht], strict=True):
+                fig.text(x, y, text, fontsize=8)
+            if st is not None:
+                y -= 0.016
+                since = (f"since {st.from_date} ({st.years:.1f} y): "
+                         f"{st.bone_age_per_year:.2f} y of bone age per year"
+                         + (f" (90%: {st.bone_age_per_year_low:.2f} to "
+                            f"{st.bone_age_per_year_high:.2f})"
+                            if st.bone_age_per_year_low is not None else "")
+                         + (f"; height {st.height_velocity_cm_per_year:.1f} cm per year"
+                            if st.height_velocity_cm_per_year is not None else ""))
+                fig.text(xs[1], y, since, fontsize=7.5, color="#333")
+        y -= 0.03
+        for line in textwrap.wrap("Years of bone age gained per year of age (1.00 keeps pace "
+                                  "with age), with its 90% interval from the two estimates' "
+                                  "intervals; and the height velocity.", 120):
+            fig.text(left, y, line, fontsize=7.5, color="#555")
+            y -= 0.014
+        points = [(v.chronological_age_months, v.bone_age_months, v.interval_low_months,
+                   v.interval_high_months, v.study_date) for v in visits
+                  if v.chronological_age_months is not None]
+        chart_h = 0.27 if heights else 0.45
+        if points:
+            ax = fig.add_axes([0.12, y - 0.04 - chart_h, 0.76, chart_h])
+            draw_series_chart(ax, mean_curve(male), male, points)
+        if heights:
+            from boneage.inference.growth import REFERENCES, height_centiles
+
+            ax2 = fig.add_axes([0.12, 0.13, 0.76, 0.2])
+            draw_height_chart(ax2, height_centiles(male, reference), male,
+                              [(v.chronological_age_months, v.height_cm, v.study_date)
+                               for v in heights], REFERENCES[reference])
+        y = 0.062
+        for line in textwrap.wrap(model_line(model), 125):
+            fig.text(left, y, line, fontsize=7.5)
+            y -= 0.013
+        for line in textwrap.wrap(DISCLAIMER, 120):
+            fig.text(left, y, line, fontsize=7.5, color="#a00")
+            y -= 0.013
+        buf = io.BytesIO()
+        fig.savefig(buf, format="pdf")
+        plt.close(fig)
+    return buf.getvalue()

@@ -69,6 +69,10 @@ FIELDS = {
                    "differ: form (default) or header; either way the result warns"),
     "chronological_age_months": ("number", "months; optional"),
     "heatmap": ("boolean", "include a Grad-CAM++ overlay on the film (/v1/predict)"),
+    "height_cm": ("number", "the child's height, cm; optional: the height SDS"),
+    "mother_height_cm": ("number", "the mother's height, cm; with the father's: the target "
+                         "height"),
+    "father_height_cm": ("number", "the father's height, cm"),
     "identifier": ("string", "patient or accession identifier, printed on the report and in its "
                    "file name; never stored or logged (/v1/report)"),
     "study_date": ("string", "YYYY-MM-DD, printed on the report (else the DICOM's StudyDate; "
@@ -329,6 +333,7 @@ class Upload:
     identifier: str | None
     study_date: str | None
     sex_source: str = "form"
+    heights: Any = None  # inference/growth.py Heights
 
 
 async def upload(request: Request, settings: SettingsDep) -> AsyncIterator[Upload]:
@@ -367,6 +372,13 @@ def checked(form: Form, settings: Settings) -> Upload:
     if study and not _is_date(study):
         raise HTTPError(400, "study_date: expected YYYY-MM-DD")
     heatmap = form.flag("heatmap")
+    from boneage.inference.growth import Heights
+
+    try:
+        heights = Heights.checked(form.text("height_cm", 32), form.text("mother_height_cm", 32),
+                                  form.text("father_height_cm", 32))
+    except BoneAgeError as e:
+        raise HTTPError(400, f"height: {e}") from None
     if not form.file:
         raise HTTPError(400, "file: empty upload")
     if sniff_format(form.file) is None:
@@ -374,7 +386,7 @@ def checked(form: Form, settings: Settings) -> Upload:
     if settings.keep_uploads is not None:
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.upload"
         (settings.keep_uploads / name).write_bytes(form.file)
-    return Upload(form, sex, age, heatmap, identifier, study, source)
+    return Upload(form, sex, age, heatmap, identifier, study, source, heights)
 
 
 UploadDep = Annotated[Upload, Depends(upload)]
@@ -406,7 +418,8 @@ def estimate(model: BoneAgeModel, up: Upload, heatmap: bool) -> Estimate:
     except BoneAgeError as e:
         raise HTTPError(400, f"sex: {str(e).removeprefix(f'{name}: ')}") from None
     prepared = model.prepare(film)
-    result = model.predict_films([film], [up.sex], [up.age], [prepared], sex_source=source)[0]
+    result = model.predict_films([film], [up.sex], [up.age], [prepared], sex_source=source,
+                                 heights=[up.heights])[0]
     heat = None
     if heatmap and model.explains:
         heat = model.heatmap(film, male, prepared)
@@ -501,6 +514,7 @@ async def models(model: ModelDep) -> ModelList:
 
 @v1.post("/predict", response_model=Prediction, responses=ERRORS,
          openapi_extra=_form_doc(("file", "sex", "sex_source", "chronological_age_months",
+                                  "height_cm", "mother_height_cm", "father_height_cm",
                                   "heatmap")))
 async def predict(request: Request, up: UploadDep, model: ModelDep) -> dict[str, Any]:
     """The estimate for one film, with the film (and its heatmap) for display."""
@@ -510,6 +524,7 @@ async def predict(request: Request, up: UploadDep, model: ModelDep) -> dict[str,
 @v1.post("/report", response_class=Response, responses={
     200: {"content": {"application/pdf": {}}, "description": "one-page PDF report"}, **ERRORS},
     openapi_extra=_form_doc(("file", "sex", "sex_source", "chronological_age_months",
+                             "height_cm", "mother_height_cm", "father_height_cm",
                              "identifier", "study_date")))
 async def report(request: Request, up: UploadDep, model: ModelDep) -> Response:
     """A one-page PDF report for one film."""

@@ -73,6 +73,9 @@ function formData(file, withHeatmap) {
   if (sex) fd.append("sex", sex);
   const age = ageMonths();
   if (age !== "") fd.append("chronological_age_months", age);
+  for (const [id, field] of [["height", "height_cm"], ["mother-height", "mother_height_cm"], ["father-height", "father_height_cm"]]) {
+    if ($(id).value !== "") fd.append(field, $(id).value);
+  }
   if (withHeatmap) fd.append("heatmap", "true");
   return fd;
 }
@@ -105,13 +108,47 @@ function renderBatch() {
     tb.appendChild(tr);
   });
   $("batch-box").hidden = rows.length < 2;
+  renderFollowup();
+}
+
+// Several films of one child (the identifier field set, each film with its study date: a
+// DICOM's StudyDate): the visits in date order and the bone age gained per year of age.
+function seriesRows() {
+  if (!$("identifier").value.trim()) return [];
+  const vs = rows.filter(r => r.res && r.res.study_date && r.res.chronological_age_months !== null).map(r => r.res);
+  vs.sort((a, b) => a.study_date.localeCompare(b.study_date));
+  return vs.length >= 2 ? vs : [];
+}
+
+function renderFollowup() {
+  const vs = seriesRows();
+  $("followup-box").hidden = vs.length === 0;
+  const tb = $("followup").querySelector("tbody");
+  tb.innerHTML = "";
+  $("followup-id").textContent = $("identifier").value.trim();
+  vs.forEach((v, i) => {
+    let since = "–";
+    if (i > 0) {
+      const p = vs[i - 1], years = (v.chronological_age_months - p.chronological_age_months) / 12;
+      if (years > 0) since = `${fmt((v.bone_age_months - p.bone_age_months) / 12 / years, 2)} y of bone age per year (${fmt(years, 1)} y)`;
+    }
+    const tr = document.createElement("tr");
+    for (const c of [v.study_date, ym(v.chronological_age_months), `${ym(v.bone_age_months)} (${fmt(v.bone_age_months)} mo)`, since]) {
+      const td = document.createElement("td"); td.textContent = c; tr.appendChild(td);
+    }
+    tb.appendChild(tr);
+  });
+  const shown = current();
+  if (shown && reference) drawChart(shown);  // the chart joins the visits as they arrive
 }
 
 // The table as the CLI's CSV (`boneage predict --format csv`): the same columns (a test holds
 // them to RESULT_COLUMNS), plus the error of a film that failed. Text cells that a spreadsheet would run as a formula are
 // quoted with a leading apostrophe (a file may be named "=HYPERLINK(...)").
 const CSV_COLUMNS = ["file", "sex", "bone_age_months", "bone_age_years", "interval_low_months",
-  "interval_high_months", "chronological_age_months", "difference_months", "sds", "category", "warnings"];
+  "interval_high_months", "chronological_age_months", "difference_months", "sds", "category",
+  "height_cm", "height_sds", "target_height_cm", "target_height_low_cm", "target_height_high_cm",
+  "predicted_adult_height_cm", "growth_reference", "warnings"];
 function csvCell(v, text) {
   let s = v === null || v === undefined ? "" : String(v);
   if (text && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
@@ -156,6 +193,13 @@ async function render(res, name) {
     $("sds").textContent = fmt(res.sds, 2);
     $("category").textContent = res.category || "";
   }
+  const parts = [];
+  if (res.height_cm !== null && res.height_cm !== undefined)
+    parts.push(`Height ${fmt(res.height_cm)} cm` + (res.height_sds !== null ? ` (SDS ${res.height_sds > 0 ? "+" : ""}${fmt(res.height_sds, 2)})` : ""));
+  if (res.target_height_cm !== null && res.target_height_cm !== undefined)
+    parts.push(`target height ${fmt(res.target_height_cm)} cm (${fmt(res.target_height_low_cm)}–${fmt(res.target_height_high_cm)})`);
+  $("growth-row").hidden = parts.length === 0;
+  $("growth-row").textContent = parts.length ? parts.join("; ") + ` — ${res.growth_reference}` : "";
   const w = $("warnings"); w.innerHTML = "";
   for (const text of res.warnings) { const li = document.createElement("li"); li.textContent = text; w.appendChild(li); }
   $("heatmap-toggle").hidden = !res.heatmap;
@@ -192,6 +236,11 @@ function drawChart(res) {
   const cx = x(res.chronological_age_months);
   if (res.interval_low_months !== null) s += `<line x1="${cx}" x2="${cx}" y1="${y(res.interval_low_months)}" y2="${y(res.interval_high_months)}" stroke="${colour}" stroke-width="2"/>`;
   s += `<circle id="patient-point" cx="${cx}" cy="${y(res.bone_age_months)}" r="5" fill="${colour}"/>`;
+  const vs = seriesRows();
+  if (vs.length) {  // the child's visits, joined in date order
+    s += `<polyline id="visits-line" points="${vs.map(v => `${x(v.chronological_age_months)},${y(v.bone_age_months)}`).join(" ")}" fill="none" stroke="${colour}" stroke-width="1.5"/>`;
+    for (const v of vs) s += `<circle class="visit-point" cx="${x(v.chronological_age_months)}" cy="${y(v.bone_age_months)}" r="4" fill="#fff" stroke="${colour}" stroke-width="2"/><text x="${x(v.chronological_age_months) + 6}" y="${y(v.bone_age_months) + 12}" font-size="9">${v.study_date}</text>`;
+  }
   // legend: which reference, which sex
   const who = male ? "boys" : "girls";
   const lx = L + 10, ly = T + 8;
