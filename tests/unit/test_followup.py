@@ -155,5 +155,9 @@ def test_dicom_films_of_one_patient_make_a_series(model_path, tmp_path, capsys):
 
     series = json.loads((tmp_path / "fu.json").read_text())
     assert [s["identifier"] for s in series] == ["PID-9"]
+    # without --followup, beside --out in its format
+    assert main(["predict", *paths, "--model", str(model_path), "--format", "json", "--out",
+                 str(tmp_path / "r.jsonl")]) == 0
+    assert json.loads((tmp_path / "r.followup.json").read_text()) == series
     assert [v["study_date"] for v in series[0]["visits"]] == ["2020-01-01", "2021-03-01"]
     assert series[0]["visits"][1]["since_last_years"] == pytest.approx(14 / 12, abs=0.01)

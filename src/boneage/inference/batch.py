@@ -303,6 +303,12 @@ def _write_followup(model: BoneAgeModel, visits: list, opts: BatchOptions,
                   "film): no follow-up table", file=sys.stderr)
         return
     rows = [row for s in series for row in s.rows()]
+    if not opts.followup and opts.out:  # beside the per-film table, in its format
+        out = Path(opts.out)
+        opts.followup = str(out.with_name(f"{out.stem}.followup"
+                                          f"{'.json' if opts.fmt == 'json' else '.csv'}"))
+        print(f"note: {len(series)} child(ren) with several visits: their series in "
+              f"{opts.followup}", file=sys.stderr)
     if opts.followup:
         if Path(opts.followup).suffix.lower() == ".json":
             atomic_write_json(opts.followup, [{"identifier": s.identifier,
