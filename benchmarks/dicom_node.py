@@ -78,6 +78,18 @@ def wrap_films(n: int, folder: Path) -> list[Path]:
     return out
 
 
+def dcmtk(name: str) -> str:
+    """dcmtk's binary, not pynetdicom's same-named script that an activated virtual
+    environment puts first on PATH."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(folder) / name
+        if path.is_file() and os.access(path, os.X_OK):
+            with open(path, "rb") as f:
+                if f.read(2) != b"#!":
+                    return str(path)
+    raise SystemExit(f"{name} is not installed (Debian dcmtk)")
+
+
 def peak_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -102,9 +114,7 @@ def main() -> None:
     ap.add_argument("--no-heatmap", action="store_true",
                     help="the node's result images without the heatmap")
     a = ap.parse_args()
-    for tool in ("storescu", "storescp"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed (Debian dcmtk)")
+    storescu, storescp = dcmtk("storescu"), dcmtk("storescp")
     if not (DATA / "rsna-val-fullres").is_dir():
         raise SystemExit(f"{DATA}/rsna-val-fullres is not here (set BONEAGE_DATA)")
     tmp = Path(tempfile.mkdtemp(prefix="dicom-node-bench-"))
@@ -117,7 +127,7 @@ def main() -> None:
     dest_log = tmp / "storescp.log"
 
     def start_dest() -> subprocess.Popen:
-        p = subprocess.Popen(["storescp", "-v", "-aet", "DEST", "-od", str(dest_dir), "-uf",
+        p = subprocess.Popen([storescp, "-v", "-aet", "DEST", "-od", str(dest_dir), "-uf",
                               "-fe", ".dcm", str(dest_port)], stdout=dest_log.open("a"),
                              stderr=subprocess.STDOUT)
         wait_for(lambda: listening(dest_port), 20, "storescp")
@@ -138,7 +148,7 @@ def main() -> None:
     peak = 0.0
     t0 = time.perf_counter()
     groups = [[f] for f in films] if a.at_once else [films]
-    senders = [subprocess.Popen(["storescu", "-aec", "BONEAGE", "127.0.0.1", str(port),
+    senders = [subprocess.Popen([storescu, "-aec", "BONEAGE", "127.0.0.1", str(port),
                                  *map(str, group)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True) for group in groups]
     for s in senders:

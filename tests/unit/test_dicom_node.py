@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,11 +31,19 @@ ROUTING = Path(__file__).resolve().parents[2] / "docs" / "orthanc" / "route-hand
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").is_file()
-                                  else None)
-    if path is None:
-        pytest.skip(f"{name} is not installed (Debian: see .ci/run)")
-    return path
+    """The Debian tool on PATH (or /usr/sbin): for storescu, storescp and echoscu dcmtk's own,
+    not the same-named pynetdicom scripts a virtual environment's bin puts first."""
+    folders = [*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin"]
+    for folder in folders:
+        path = Path(folder) / name
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            continue
+        if name.endswith(("scu", "scp")):
+            with open(path, "rb") as f:
+                if f.read(2) == b"#!":  # a Python entry point (pynetdicom's apps)
+                    continue
+        return str(path)
+    pytest.skip(f"{name} is not installed (Debian: see .ci/run)")
 
 
 def free_port() -> int:
