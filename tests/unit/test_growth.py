@@ -130,3 +130,46 @@ def test_patient_size_is_the_height_and_the_service_takes_the_fields(model_path,
         bad = c.post("/v1/predict", files={"file": ("f.png", png)},
                      data={"sex": "F", "height_cm": "1.27"})
         assert bad.status_code == 400 and "looks like metres" in bad.json()["error"]
+
+
+def test_the_dicom_results_carry_the_heights(model_path, tmp_path):
+    """The SR holds the height (LOINC 8302-2, cm), its SDS and the target height range, and
+    passes dciodvfy; the result image's panel lists them."""
+    import shutil
+    import subprocess
+
+    import pydicom
+
+    from tests.helpers import write_dicom
+
+    pytest.importorskip("highdicom")
+    film, _ = synthetic_film(height=400, width=320, seed=6)
+    path = write_dicom(tmp_path / "f.dcm", film.astype(np.uint16) * 16, sex="F", age=None,
+                       birth="20100301", study="20200615")
+    assert main(["predict", str(path), "--model", str(model_path), "--height", "140",
+                 "--mother-height", "165", "--father-height", "180", "--dicom-out",
+                 str(tmp_path / "out"), "--format", "json", "--out",
+                 str(tmp_path / "r.json")]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    sr = pydicom.dcmread(next((tmp_path / "out").glob("SR_*.dcm")))
+    found = {}
+
+    def walk(items):
+        for item in items:
+            if item.ValueType == "NUM":
+                code = item.ConceptNameCodeSequence[0].CodeValue
+                found[code] = (float(item.MeasuredValueSequence[0].NumericValue),
+                               item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0]
+                               .CodeValue)
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    assert found["8302-2"] == (140.0, "cm")
+    assert found["HEIGHT-SDS"][0] == pytest.approx(r["height_sds"], abs=0.01)
+    assert found["TARGET-HT"] == (r["target_height_cm"], "cm")
+    assert found["TARGET-HT-LOW"][0] < found["TARGET-HT"][0] < found["TARGET-HT-HIGH"][0]
+    if shutil.which("dciodvfy"):
+        for f in (tmp_path / "out").iterdir():
+            run = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
+            assert not [ln for ln in (run.stdout + run.stderr).splitlines()
+                        if ln.startswith("Error")], f.name
