@@ -53,10 +53,19 @@ def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
-def from_labels(labels: str | None, skip_invalid: bool = False
-                ) -> dict[str, tuple[bool, float | None, str | None, Heights]]:
-    """id -> (male, chronological age in months or None, patient or accession ID or None,
-    heights) from a labels CSV (any RSNA format, plus optional `chronological_age_months`,
+@dataclass(frozen=True)
+class Child:
+    """What a labels row says of a film's child, beside the film itself."""
+
+    male: bool
+    age_months: float | None = None  # chronological
+    identifier: str | None = None  # patient or accession ID
+    heights: Heights | None = None
+    study_date: str | None = None  # ISO
+
+
+def from_labels(labels: str | None, skip_invalid: bool = False) -> dict[str, Child]:
+    """id -> Child from a labels CSV (any RSNA format, plus optional `chronological_age_months`,
     `identifier`, `height_cm`, `mother_height_cm` and `father_height_cm` columns). A height
     that cannot be one stops here, before any output, with its rows named."""
     if labels is None:
@@ -72,7 +81,8 @@ def from_labels(labels: str | None, skip_invalid: bool = False
         except BoneAgeError as e:
             bad.append(f"{r.id}: {e}")
             continue
-        out[r.id] = (bool(r.male), r.chronological_months, r.identifier, heights, r.study_date)
+        out[r.id] = Child(bool(r.male), r.chronological_months, r.identifier, heights,
+                          r.study_date)
     if bad:
         raise BoneAgeError(f"{Path(labels).name}: " + "; ".join(bad[:3])
                            + (f"; and {len(bad) - 3} more" if len(bad) > 3 else ""))
@@ -151,14 +161,19 @@ class BatchOptions:
     skip_invalid: bool = False  # labels rows
 
 
-def child_facts(path: Path, film: Any, by_id: dict[str, tuple],
+def labelled(by_id: dict[str, Child], path: Path) -> Child | None:
+    """The labels' row for a film, by its stem or its file name."""
+    return by_id.get(path.stem, by_id.get(path.name))
+
+
+def child_facts(path: Path, film: Any, by_id: dict[str, Child],
                 opts: BatchOptions) -> tuple[Any, float | None]:
     """(sex, chronological age) for one film: the flag, else the labels' row, else the DICOM
     header (one film, one child). Raises BoneAgeError when no sex is known."""
-    known = by_id.get(path.stem, by_id.get(path.name))
-    sex = opts.sex if opts.sex else (known[0] if known else None)
+    known = labelled(by_id, path)
+    sex = opts.sex if opts.sex else (known.male if known else None)
     age = opts.chronological_age if opts.chronological_age is not None else (
-        known[1] if known else None)
+        known.age_months if known else None)
     if sex is None and film.male is None:
         raise BoneAgeError(f"{path}: sex is required (the bone-age standards differ by sex); "
                            "give --sex, --labels, or a DICOM with PatientSex")
@@ -230,10 +245,8 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
     visits: list = []  # (identifier, study date) known: a child's series
 
     def heights_of(i: int) -> Heights | None:
-        if opts.heights:
-            return opts.heights
-        known = by_id.get(files[i].stem, by_id.get(files[i].name))
-        return known[3] if known else None
+        known = labelled(by_id, files[i])
+        return opts.heights or (known.heights if known else None)
     done = 0
 
     def flush(writer: Writer) -> None:
@@ -249,15 +262,14 @@ def predict_paths(model: BoneAgeModel, paths: list[str], opts: BatchOptions | No
         for (i, (film, prepared), s, _), r in zip(pending, results, strict=True):
             writer.write(r)
             done += 1
-            known = by_id.get(files[i].stem, by_id.get(files[i].name))
-            ident = (known[2] if known else None) or film.patient_id
-            when = (known[4] if known else None) or film.study_date
-            if ident and when:
-                visits.append(visit_of(r, ident, when))
+            known = labelled(by_id, files[i])
+            ident = known.identifier if known else None
+            child, when = ident or film.patient_id, (known and known.study_date) or film.study_date
+            if child and when:
+                visits.append(visit_of(r, child, when))
             if extras:
-                known = by_id.get(files[i].stem, by_id.get(files[i].name))
-                ident = opts.identifier or (known[2] if known else None)
-                _write_extras(model, files[i], stems[i], film, prepared, s, r, opts, ident)
+                _write_extras(model, files[i], stems[i], film, prepared, s, r, opts,
+                              opts.identifier or ident)
         pending.clear()
 
     with output_stream(opts.out) as stream:
@@ -348,10 +360,12 @@ def output_stems(files: list[Path]) -> list[str]:
 
 
 def _is_dicom(path: Path) -> bool:
-    """Whether a file is a DICOM by its content (the DICM marker), not by its name."""
+    """Whether a file is a DICOM by its content, not by its name."""
+    from boneage.data.images import sniff_format
+
     try:
         with open(path, "rb") as f:
-            return f.read(132)[128:132] == b"DICM"
+            return sniff_format(f.read(132)) == "dicom"
     except OSError:
         return False
 
@@ -384,26 +398,16 @@ def _write_extras(model: BoneAgeModel, path: Path, stem: str, film: Any, prepare
 
 def _write_dicom_results(model: BoneAgeModel, path: Path, film: Any, result: BoneAgeResult,
                          pic: np.ndarray | None, opts: BatchOptions) -> None:
-    """The film's SR and SC into --dicom-out (a DICOM film's only: they belong to its study);
-    a result that a warning voids is written as "not assessed", as the node does."""
+    """The film's SR and SC into --dicom-out (a DICOM film's only: they belong to its study)."""
     from boneage.data.images import read_bytes, sniff_format
     from boneage.fileio import atomic_write_bytes
-    from boneage.inference.dicom_results import (
-        UID_ROOT,
-        encode,
-        file_name,
-        not_assessed_reason,
-        result_instances,
-        source_header,
-    )
+    from boneage.inference.dicom_results import UID_ROOT, estimate_files
 
     data = read_bytes(path)
     if sniff_format(data) != "dicom":
         print(f"note: {path}: not a DICOM film: no DICOM results (they go into the film's own "
               "study)", file=sys.stderr)
         return
-    reason = not_assessed_reason(result)
-    for ds in result_instances(model, source_header(data, str(path)),
-                               None if reason else result, film.pixels,
-                               None if reason else pic, reason, opts.uid_root or UID_ROOT):
-        atomic_write_bytes(Path(opts.dicom_dir) / file_name(ds), encode(ds))
+    for name, encoded in estimate_files(model, data, str(path), result, film.pixels, pic,
+                                        opts.uid_root or UID_ROOT).items():
+        atomic_write_bytes(Path(opts.dicom_dir) / name, encoded)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -288,18 +287,6 @@ def file_name(ds: Any) -> str:
     return f"{kind}_{ds.SOPInstanceUID}.dcm"
 
 
-def write_instances(folder: str | Path, results: DicomResults) -> list[Path]:
-    """Both instances into `folder`, each written whole or not at all."""
-    from boneage.fileio import atomic_write_bytes
-
-    paths = []
-    for ds in results:
-        path = Path(folder) / file_name(ds)
-        atomic_write_bytes(path, encode(ds))
-        paths.append(path)
-    return paths
-
-
 def not_assessed_reason(result: Any) -> str | None:
     """Why a result says nothing about bone age (a warning that voids it: not a radiograph,
     not a hand), else None."""
@@ -366,3 +353,14 @@ def assessment_files(model: Any, a: Assessment, uid_root: str = UID_ROOT) -> dic
     instances = result_instances(model, a.header, a.result, a.pixels, a.heatmap, a.reason,
                                  uid_root)
     return {file_name(ds): encode(ds) for ds in instances}
+
+
+def estimate_files(model: Any, data: bytes, name: str, result: Any, pixels: np.ndarray,
+                   heatmap: np.ndarray | None, uid_root: str = UID_ROOT) -> dict[str, bytes]:
+    """An estimate already made for a DICOM film (by `predict` or the service) as its two
+    result files; a result that a warning voids is written as not assessed, as the node
+    writes it."""
+    reason = not_assessed_reason(result)
+    a = Assessment(source_header(data, name), None if reason else result, reason, pixels,
+                   None if reason else heatmap)
+    return assessment_files(model, a, uid_root)

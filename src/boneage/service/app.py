@@ -456,23 +456,15 @@ def as_dicom(model: BoneAgeModel, up: Upload) -> tuple[bytes, str]:
     if importlib.util.find_spec("highdicom") is None:
         raise HTTPError(503, f"DICOM results need highdicom on the server: "
                         f"{install_hint('dicom')}")
-    from boneage.inference.dicom_results import (
-        encode,
-        file_name,
-        not_assessed_reason,
-        result_instances,
-        source_header,
-    )
+    from boneage.inference.dicom_results import estimate_files
 
     est = estimate(model, up, True)
-    reason = not_assessed_reason(est.result)
-    instances = result_instances(model, source_header(up.form.file, up.form.filename),
-                                 None if reason else est.result, est.film.pixels,
-                                 None if reason else est.heatmap, reason)
+    files = estimate_files(model, up.form.file, up.form.filename, est.result, est.film.pixels,
+                           est.heatmap)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for ds in instances:
-            z.writestr(file_name(ds), encode(ds))
+        for name, data in files.items():
+            z.writestr(name, data)
     from boneage.inference.report import report_filename
 
     name = report_filename(Path(up.form.filename).stem).removesuffix(".pdf")
