@@ -6,7 +6,8 @@ and preprocessing pipelines hand them over, and the change of the estimate on ea
 Sets (from ../shared/data):
 - fullres: rsna-val-fullres, 103 RSNA validation films at full resolution, hand-cropped;
 - thumbs: the first N 100 px RSNA films held out of training and model choice (the `test` part
-  of benchmarks/results/default_split.csv);
+  of benchmarks/results/default_split.csv), or with `--thumbs-subset val` the validation films
+  (a model is chosen on those, never on the held-out ones);
 - processed: rsna-processed-fullres, 20 RSNA training-id films as a public pipeline rendered
   them (background removed, hand upright, contrast enhanced), whose thumbnails are held out of
   every model here: MAE and bias as they are.
@@ -91,7 +92,10 @@ def main() -> None:
     ap.add_argument("--tag", help="name of the result file (default: the model's name)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
     ap.add_argument("--split", default=str(ROOT / "benchmarks/results/default_split.csv"))
-    ap.add_argument("--thumbs-n", type=int, default=300, help="held-out thumbnails re-rendered")
+    ap.add_argument("--thumbs-n", type=int, default=300, help="thumbnails re-rendered")
+    ap.add_argument("--thumbs-subset", choices=("test", "val"), default="test",
+                    help="which part of the split the thumbnails come from: the held-out films "
+                         "(report) or the validation films (to choose a model on)")
     ap.add_argument("--one-view", action="store_true", help="one view instead of the shipped "
                     "8-view test-time augmentation")
     ap.add_argument("--only", nargs="*", help="only these sets (fullres, thumbs, processed)")
@@ -114,9 +118,9 @@ def main() -> None:
     if "thumbs" in sets:
         d = data / "rsna-bone-age-100px"
         table = read_labels(d / "boneage-training-dataset.csv", d / "boneage-training-dataset")
-        held = {i for i, s in load_split(a.split).items() if s == "test"}
+        held = {i for i, s in load_split(a.split).items() if s == a.thumbs_subset}
         recs = [r for r in table if r.id in held][: a.thumbs_n]
-        result["thumbs"] = measure_renderings(model, recs)
+        result["thumbs"] = measure_renderings(model, recs) | {"subset": a.thumbs_subset}
     from boneage.preprocess.render import RENDERINGS
 
     tag = a.tag or model.name.replace("/", "-")

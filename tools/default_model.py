@@ -19,7 +19,9 @@ every figure the README and the model card quote.
    float32 and is measured as shipped), the card (provenance, terms, held-out metrics,
    calibration, inputs and outputs), an ONNX graph that reads those same weights and answers
    in months, and the markdown model card default.md; check ONNX against torch on the
-   held-out films.
+   held-out films;
+7. the installed model on `../shared/data/rsna-val-fullres` (`--fullres`), where present: the
+   card's full-resolution figure.
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ def record_validation(run: Path, evaluate: list[str], out: Path) -> None:
     card["metrics"] = {**card.get("metrics", {}),
                        "val": {k: m[k] for k in ("n", "mae", "rmse", "r2")} | {"tta": False}}
     atomic_write_json(run / "best.json", card)
+
+
+def measure_fullres(model: Path, folder: Path, out: Path) -> dict:
+    """The installed model on full-resolution films never trained on, as `predict` reads
+    them (8 views, the correction, the interval): the card's `fullres_metrics`, which reports
+    quote for large films (the thumbnails' figure would flatter or wrong them)."""
+    sh(sys.executable, "-m", "boneage.cli", "evaluate", "--model", str(model), "--images",
+       str(folder), "--labels", str(folder / "labels.csv"), "--tta", "--out", str(out))
+    m = json.loads((out / "metrics.json").read_text())
+    return {"set": folder.name,
+            "description": f"{m['n']} full-resolution films never trained on",
+            "n": m["n"], "mae": round(m["mae"], 3), "bias": round(m["bias"], 2),
+            "interval_coverage": (m.get("interval") or {}).get("coverage"),
+            "source": f"boneage evaluate --tta on {folder.name} (tools/default_model.py)"}
 
 
 def write_members(model: str, out: Path) -> list[Path]:
@@ -97,6 +113,10 @@ def main() -> None:
                          "(`boneage calibrate --choose-views`; else the 8 default views)")
     ap.add_argument("--change", action="append", default=[],
                     help="a changelog line for this version (repeatable)")
+    ap.add_argument("--fullres", default=str(ROOT.parent / "shared/data/rsna-val-fullres"),
+                    help="full-resolution films never trained on (with labels.csv), measured "
+                         "with 8 views for the figure reports quote for films of 512 px or "
+                         "more; skipped where the folder is absent")
     ap.add_argument("--members", metavar="DIR", help="only write the bundled ensemble's "
                     "networks into DIR, one checkpoint each (to fine-tune), and stop")
     a = ap.parse_args()
@@ -213,6 +233,10 @@ def main() -> None:
     card["onnx_parity_max_abs_months"] = round(parity, 4)
     from boneage.models.checkpoint import write_card
 
+    fullres = Path(a.fullres)
+    if (fullres / "labels.csv").is_file():
+        card["fullres_metrics"] = measure_fullres(install / "default.safetensors", fullres,
+                                                  out / "fullres")
     write_card(install / "default.safetensors", card, markdown=True)  # default.json + .md
     summary = {"heldout": card["heldout_metrics"], "onnx_parity": parity,
                "calibration": card.get("calibration")}

@@ -703,6 +703,33 @@ def _parser_ensemble(sub) -> None:
     p.set_defaults(func=cmd_ensemble)
 
 
+# ------------------------------------------------------------------------------ interpolate
+def cmd_interpolate(a: argparse.Namespace) -> int:
+    from boneage.models.ensemble import interpolate_runs
+
+    interpolate_runs(a.start, a.end, a.alpha, a.out, dtype=a.dtype)
+    print(f"{1 - a.alpha:g} x {a.start} + {a.alpha:g} x {a.end} -> {a.out}/best.safetensors "
+          f"({a.dtype}); next: boneage calibrate --model {a.out} --subset val ..., then "
+          "boneage evaluate")
+    return 0
+
+
+def _parser_interpolate(sub) -> None:
+    p = sub.add_parser("interpolate", help="a network between a run and its own fine-tune",
+                       description="Average the weights of a trained run (START) and its own "
+                       "fine-tune (END, `boneage train --init START`): (1 - alpha) x START + "
+                       "alpha x END. Keeps much of what each does well at one network's cost "
+                       "(WiSE-FT); choose alpha on validation films. Calibrate it afterwards.")
+    p.add_argument("start", metavar="START", help="run folder or checkpoint")
+    p.add_argument("end", metavar="END", help="run folder or checkpoint fine-tuned from START")
+    p.add_argument("--alpha", type=float, required=True,
+                   help="0 gives START, 1 gives END")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder for the network")
+    p.add_argument("--dtype", choices=("float32", "float16", "int8"), default="float32",
+                   help="weight storage (see boneage ensemble --help)")
+    p.set_defaults(func=cmd_interpolate)
+
+
 # ------------------------------------------------------------------------------------- main
 class _Parser(argparse.ArgumentParser):
     """A usage mistake is one line naming the command and its --help, and exit status 2."""
@@ -729,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parser_calibrate(sub)
     _parser_compare(sub)
     _parser_ensemble(sub)
+    _parser_interpolate(sub)
     _parser_predict(sub)
     _parser_serve(sub)
     _parser_dicom_node(sub)

@@ -145,3 +145,56 @@ def test_an_ensemble_calibrates_evaluates_and_predicts_as_any_model(members, tmp
                  "--format", "json"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["interval_low_months"] < row["bone_age_months"] < row["interval_high_months"]
+
+
+def test_interpolate_weights_between_a_run_and_its_fine_tune(tmp_path, capsys):
+    start, end = _run(tmp_path / "s", 0), _run(tmp_path / "e", 1)
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    male = np.array([1, 0, 1], bool)
+    ends = {}
+    for alpha in (0.0, 0.25, 1.0):
+        out = tmp_path / f"i{alpha}"
+        assert main(["interpolate", str(start), str(end), "--alpha", str(alpha),
+                     "--out", str(out)]) == 0
+        ends[alpha] = out
+        card = json.loads((out / "best.json").read_text())
+        assert card["training"]["interpolated"]["alpha"] == alpha and card["metrics"] == {}
+        assert (out / "split.csv").is_file()
+    pa, pe = (load_predictor(r).infer(images, male)[0] for r in (start, end))
+    assert not np.allclose(pa, pe, atol=1)
+    assert np.allclose(load_predictor(ends[0.0]).infer(images, male)[0], pa, atol=1e-4)
+    assert np.allclose(load_predictor(ends[1.0]).infer(images, male)[0], pe, atol=1e-4)
+    # every weight (and the batch-norm statistics) a quarter of the way from start to end
+    wa, we, wi = (load_checkpoint(r / "best.safetensors")[0].state_dict()
+                  for r in (start, end, ends[0.25]))
+    for k in ("backbone.0.weight", "head.1.bias", "backbone.1.running_var"):
+        assert torch.allclose(wi[k], 0.75 * wa[k] + 0.25 * we[k], atol=1e-6), k
+
+
+def test_interpolate_refusals(members, tmp_path, capsys):
+    start = members[0]
+    other_scale = _run(tmp_path / "m", 4, mean=90.0)
+    other_split = _run(tmp_path / "d", 3, split={"split_sha256": "xyz"})
+    ens = tmp_path / "ens"
+    assert main(["ensemble", *map(str, members), "--out", str(ens)]) == 0
+    cases = [(start, members[1], "0.5", "network options"),   # another upsample
+             (start, other_scale, "0.5", "output scale"),
+             (start, other_split, "0.5", "another split"),
+             (start, start, "1.5", "between 0"), (start, start, "nan", "between 0"),
+             (ens, ens, "0.5", "an ensemble"),
+             (start, tmp_path / "missing", "0.5", "not a model")]
+    capsys.readouterr()
+    for a, b, alpha, message in cases:
+        out = tmp_path / "refused"
+        assert main(["interpolate", str(a), str(b), "--alpha", alpha, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (out / "best.safetensors").exists()
+    done = tmp_path / "done"
+    assert main(["interpolate", str(start), str(start), "--alpha", "0.5", "--out",
+                 str(done)]) == 0
+    before = (done / "best.safetensors").read_bytes()
+    assert main(["interpolate", str(start), str(start), "--alpha", "0.5", "--out",
+                 str(done)]) == 2  # never overwritten
+    assert (done / "best.safetensors").read_bytes() == before

@@ -6,6 +6,9 @@ network to the rest of the toolkit: one checkpoint, one card, one ONNX graph, th
 and outputs (bone age in months, pooled features: the members' side by side). Each member keeps
 its own architecture, options and output scale; the card lists them under
 `model_kwargs.members`. `build_ensemble` makes one from trained runs (`boneage ensemble`).
+
+The other way to combine runs: `interpolate_runs` averages the *weights* of a network and its
+own fine-tune (`boneage interpolate`), one network's cost instead of two.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def build_ensemble(runs: list[str | Path], out: str | Path, dtype: str = "float3
     and data split: a member's validation films may be another's training films otherwise,
     and the ensemble's validation metrics would flatter it. The ensemble has no calibration or
     output correction of its own until `boneage calibrate` fits them."""
-    from boneage.fileio import atomic_write_bytes, ensure_writable_dir
+    from boneage.fileio import ensure_writable_dir
     from boneage.models.checkpoint import load_checkpoint, resolve_model_path, save_checkpoint
     from boneage.models.contract import io_contract
     from boneage.models.registry import build_model, count_parameters
@@ -85,18 +88,7 @@ def build_ensemble(runs: list[str | Path], out: str | Path, dtype: str = "float3
     paths = [resolve_model_path(r) for r in runs]
     members = [_member(p) for p in paths]
     first = members[0][1]
-    for p, (_, card) in zip(paths[1:], members[1:], strict=True):
-        for key, what in (("pipeline", "preprocessing"), ("input_size", "input size")):
-            if card.get(key) != first.get(key):
-                raise BoneAgeError(f"{p}: its {what} differs from {paths[0]}'s; an ensemble's "
-                                   "members read the same prepared film")
-        split = (card.get("data") or {}).get("split_sha256")
-        if split != (first.get("data") or {}).get("split_sha256"):
-            raise BoneAgeError(f"{p}: trained on another split than {paths[0]}; validation "
-                               "metrics would be contaminated")
-    if (Path(out) / "best.safetensors").exists():
-        raise BoneAgeError(f"{out}: already holds a model (best.safetensors); choose a new "
-                           "folder")
+    _check_combinable(paths, [c for _, c in members], out)
     model = build_model("ensemble", members=[m for m, _ in members]).eval()
     for net, path in zip(model.members, paths, strict=True):  # every member read before writing
         loaded, _ = load_checkpoint(path)
@@ -117,8 +109,82 @@ def build_ensemble(runs: list[str | Path], out: str | Path, dtype: str = "float3
         "io": io_contract(int(first["input_size"]), model.n_features),
     }
     save_checkpoint(model, card, out / "best.safetensors", dtype=dtype)
+    _copy_split(paths[0], out)
+    return card
+
+
+def _check_combinable(paths: list[Path], cards: list[dict[str, Any]], out: str | Path) -> None:
+    """Runs combined into one model must read the same prepared film and come from the same
+    split (else one's validation films are another's training films and the combination's
+    validation metrics flatter it); the output folder must be new."""
+    first = cards[0]
+    for p, card in zip(paths[1:], cards[1:], strict=True):
+        for key, what in (("pipeline", "preprocessing"), ("input_size", "input size")):
+            if card.get(key) != first.get(key):
+                raise BoneAgeError(f"{p}: its {what} differs from {paths[0]}'s; combined "
+                                   "networks read the same prepared film")
+        split = (card.get("data") or {}).get("split_sha256")
+        if split != (first.get("data") or {}).get("split_sha256"):
+            raise BoneAgeError(f"{p}: trained on another split than {paths[0]}; validation "
+                               "metrics would be contaminated")
+    if (Path(out) / "best.safetensors").exists():
+        raise BoneAgeError(f"{out}: already holds a model (best.safetensors); choose a new "
+                           "folder")
+
+
+def _copy_split(run: Path, out: Path) -> None:
+    """The run's split and provenance beside the combined model (evaluate and calibrate find
+    its validation films there)."""
+    from boneage.fileio import atomic_write_bytes
+
     for name in ("split.csv", "provenance.csv"):
-        src = paths[0].parent / name
+        src = run.parent / name
         if src.is_file():
             atomic_write_bytes(out / name, src.read_bytes())
+
+
+def interpolate_runs(start: str | Path, end: str | Path, alpha: float, out: str | Path,
+                     dtype: str = "float32") -> dict[str, Any]:
+    """Write OUT/best.safetensors + best.json for the network whose weights are
+    (1 - alpha) x START's + alpha x END's, END being START fine-tuned (WiSE-FT, Wortsman et
+    al. 2022). A fine-tune that taught a network something new (renderings, for version 6)
+    also moved it away from what it did well before; a point between the two keeps much of
+    both, at one network's cost. Both must be the same architecture with the same options and
+    output scale (else their weights do not correspond); calibrate the result afterwards."""
+    from boneage.fileio import ensure_writable_dir
+    from boneage.models.checkpoint import (
+        load_checkpoint,
+        read_card,
+        resolve_model_path,
+        save_checkpoint,
+    )
+
+    if not 0.0 <= alpha <= 1.0:
+        raise BoneAgeError(f"alpha {alpha}: must lie between 0 (the first run) and 1 (the "
+                           "second)")
+    paths = [resolve_model_path(start), resolve_model_path(end)]
+    cards = [read_card(p) for p in paths]
+    for key, what in (("arch", "architecture"), ("model_kwargs", "network options"),
+                      ("target_norm", "output scale")):
+        if cards[0].get(key) != cards[1].get(key):
+            raise BoneAgeError(f"{paths[1]}: its {what} differs from {paths[0]}'s; only a run "
+                               "and its own fine-tune can be interpolated")
+    if cards[0]["arch"] == "ensemble":
+        raise BoneAgeError(f"{paths[0]}: an ensemble; interpolate its members one by one")
+    _check_combinable(paths, cards, out)
+    (a, _), (b, _) = (load_checkpoint(p) for p in paths)  # both read before writing
+    sa, sb = a.state_dict(), b.state_dict()
+    a.load_state_dict({k: sa[k] * (1 - alpha) + sb[k] * alpha if sa[k].is_floating_point()
+                       else sb[k] for k in sa})
+    out = ensure_writable_dir(out)
+    card = {k: v for k, v in cards[1].items() if k not in ("format", "weights_dtype",
+                                                           "weights_sha256", "calibration",
+                                                           "output_correction", "embedding",
+                                                           "metrics", "heldout_metrics")}
+    card["training"] = {"interpolated": {"start": str(paths[0]), "end": str(paths[1]),
+                                         "alpha": alpha},
+                        "seconds": (cards[1].get("training") or {}).get("seconds")}
+    card["metrics"] = {}
+    save_checkpoint(a, card, out / "best.safetensors", dtype=dtype)
+    _copy_split(paths[1], out)
     return card
