@@ -149,6 +149,11 @@ def test_an_ensemble_calibrates_evaluates_and_predicts_as_any_model(members, tmp
 
 def test_interpolate_weights_between_a_run_and_its_fine_tune(tmp_path, capsys):
     start, end = _run(tmp_path / "s", 0), _run(tmp_path / "e", 1)
+    start_card = json.loads((start / "best.json").read_text())
+    # a released fine-tune: its version and figures describe it, not the network in between
+    end_card = json.loads((end / "best.json").read_text())
+    (end / "best.json").write_text(json.dumps(end_card | {"version": "9", "fullres_metrics":
+                                                          {"mae": 1.0, "n": 1}}))
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)
     male = np.array([1, 0, 1], bool)
@@ -160,6 +165,8 @@ def test_interpolate_weights_between_a_run_and_its_fine_tune(tmp_path, capsys):
         ends[alpha] = out
         card = json.loads((out / "best.json").read_text())
         assert card["training"]["interpolated"]["alpha"] == alpha and card["metrics"] == {}
+        assert not {"version", "fullres_metrics"} & set(card)
+        assert card["pipeline"] == start_card["pipeline"]
         assert (out / "split.csv").is_file()
     pa, pe = (load_predictor(r).infer(images, male)[0] for r in (start, end))
     assert not np.allclose(pa, pe, atol=1)

@@ -164,23 +164,25 @@ def interpolate_runs(start: str | Path, end: str | Path, alpha: float, out: str 
                            "second)")
     paths = [resolve_model_path(start), resolve_model_path(end)]
     cards = [read_card(p) for p in paths]
+    for p, card in zip(paths, cards, strict=True):
+        if card["arch"] == "ensemble":
+            raise BoneAgeError(f"{p}: an ensemble; interpolate its members one by one")
     for key, what in (("arch", "architecture"), ("model_kwargs", "network options"),
                       ("target_norm", "output scale")):
         if cards[0].get(key) != cards[1].get(key):
             raise BoneAgeError(f"{paths[1]}: its {what} differs from {paths[0]}'s; only a run "
                                "and its own fine-tune can be interpolated")
-    if cards[0]["arch"] == "ensemble":
-        raise BoneAgeError(f"{paths[0]}: an ensemble; interpolate its members one by one")
     _check_combinable(paths, cards, out)
     (a, _), (b, _) = (load_checkpoint(p) for p in paths)  # both read before writing
     sa, sb = a.state_dict(), b.state_dict()
     a.load_state_dict({k: sa[k] * (1 - alpha) + sb[k] * alpha if sa[k].is_floating_point()
                        else sb[k] for k in sa})
     out = ensure_writable_dir(out)
-    card = {k: v for k, v in cards[1].items() if k not in ("format", "weights_dtype",
-                                                           "weights_sha256", "calibration",
-                                                           "output_correction", "embedding",
-                                                           "metrics", "heldout_metrics")}
+    # what describes the network and its input carries over; what was measured on END
+    # (metrics, calibration, correction, version, figures) does not describe the new one
+    card = {k: cards[1][k] for k in ("arch", "model_kwargs", "target_norm", "pipeline",
+                                     "input_size", "data", "io", "parameters")
+            if k in cards[1]}
     card["training"] = {"interpolated": {"start": str(paths[0]), "end": str(paths[1]),
                                          "alpha": alpha},
                         "seconds": (cards[1].get("training") or {}).get("seconds")}
