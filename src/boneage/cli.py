@@ -174,7 +174,7 @@ def _parser_models(sub) -> None:
 
 # ------------------------------------------------------------------------------------ train
 _TRAIN_OVERRIDES = ("arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",
-                    "warmup_fraction", "huber_delta", "age_balance", "ema",
+                    "warmup_fraction", "huber_delta", "age_balance", "anchor", "ema",
                     "early_stopping_patience", "max_minutes", "val_fraction",
                     "test_fraction", "seed", "precision", "accelerator", "devices", "num_nodes",
                     "workers", "pipeline", "init", "limit", "logger")
@@ -278,6 +278,10 @@ def _parser_train(sub) -> None:
     p.add_argument("--age-balance", type=float, metavar="POWER",
                    help="weight each film's loss by its year of age's share of the training "
                    "films to the minus POWER (0: off; 0.5: inverse square root)")
+    p.add_argument("--anchor", type=float, metavar="SHARE", help="with --init: take this "
+                   "share of each target from the starting network's own estimate of the same "
+                   "view before rendering (0: off), so a fine-tune keeps what it did on ordinary "
+                   "films")
     p.add_argument("--ema", type=float, help="decay of a moving average of the weights, "
                    "validated and saved (such as 0.998; 0: off)")
     p.add_argument("--early-stopping-patience", type=_positive_int,

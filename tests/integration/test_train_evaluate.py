@@ -247,6 +247,53 @@ def test_a_finished_run_extended_to_more_epochs(small_set, tmp_path, capsys):
     assert summary["epochs"] == 3 and summary["best"]["val_mae"] > 0
 
 
+def test_an_anchored_fine_tune_keeps_its_teacher_frozen_and_out_of_the_weights(
+        small_set, tmp_path, capsys):
+    import torch
+    from safetensors.numpy import load_file
+
+    images, labels = small_set
+    data = {"images": str(images), "labels": str(labels), "progress": False}
+    train(tmp_path / "a", _cfg(epochs=1), **data)
+    rendering = {"enabled": True, "rendering": 0.5}
+    train(tmp_path / "b", _cfg(epochs=1, init=str(tmp_path / "a"), anchor=0.5,
+                               augment=rendering), **data)
+    a = load_file(str(tmp_path / "a" / "best.safetensors"))
+    b = load_file(str(tmp_path / "b" / "best.safetensors"))
+    assert set(b) == set(a)  # the network alone is saved, not its teacher
+    assert any(abs(a[k] - b[k]).max() > 1e-4 for k in a if k.endswith("conv1.weight"))
+    state = torch.load(tmp_path / "b" / "state" / "last.ckpt", map_location="cpu",
+                       weights_only=False)["state_dict"]
+    teacher = {k.removeprefix("teacher."): v for k, v in state.items()
+               if k.startswith("teacher.")}
+    assert set(teacher) == set(a)
+    # frozen: not trained, and its batch-norm statistics not updated by the batches it saw
+    assert all(torch.allclose(teacher[k].float(), torch.from_numpy(a[k]).float(), atol=1e-6)
+               for k in a), "the teacher moved"
+    assert "anchor: 0.5" in (tmp_path / "b" / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--anchor", "0.5",
+                 "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "anchor needs init" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_limit_with_a_split_file_samples_its_training_and_validation_films(small_set,
+                                                                          tmp_path):
+    images, labels = small_set
+    ids = [r.split(",")[0] for r in labels.read_text().strip().splitlines()[1:]]
+    # most films held out, as in benchmarks/results/default_split.csv: a quick run must still
+    # train and validate (it once drew only held-out films and refused to start)
+    parts = ["train"] * 30 + ["val"] * 10 + ["test"] * (len(ids) - 40)
+    (tmp_path / "split.csv").write_text(
+        "id,split\n" + "".join(f"{i},{p}\n" for i, p in zip(ids, parts, strict=True)))
+    train(tmp_path / "q", _cfg(epochs=1, limit=20), images=str(images), labels=str(labels),
+          split_file=str(tmp_path / "split.csv"), progress=False)
+    split = read_csv_dicts(tmp_path / "q" / "split.csv")
+    assert len(split) == 20 and {r["split"] for r in split} == {"train", "val"}
+
+
 def test_limit_trains_on_a_stratified_subset(small_set, tmp_path, capsys):
     images, labels = small_set
     summary = train(tmp_path / "q", _cfg(epochs=1, limit=40, age_balance=0.5),

@@ -36,6 +36,8 @@ def test_yaml_then_command_line(tmp_path):
     ("arch: {resnet18: 1}\n", "arch must be a name"),  # was a TypeError (unhashable)
     ("pipeline: [hand]\n", "pipeline must be a name"),
     ("model: {upsample: 9}\n", None),
+    ("anchor: 0.5\n", "anchor needs init"),
+    ("anchor: 1.0\ninit: default\n", "anchor must be in"),
 ])
 def test_bad_configs(tmp_path, text, match):
     p = tmp_path / "c.yaml"
@@ -81,6 +83,44 @@ def test_augment_batch_changes_each_image_and_stays_in_range():
     assert not torch.allclose(y[0], y[1])  # same input, different transforms
     still = AugmentConfig(True, 0, 0, 0, 0, 0, 0)
     assert torch.allclose(augment_batch(x, still), x.clamp_min(1e-6), atol=1e-5)
+
+
+def test_a_film_and_its_rendering_go_through_the_same_view():
+    torch.manual_seed(1)
+    films = torch.rand(3, 1, 32, 32)
+    rendered = films.clone()
+    out = augment_batch(torch.cat([rendered, films]), AugmentConfig(enabled=True), copies=2)
+    first, second = out.chunk(2)
+    assert torch.allclose(first, second)  # each film's two copies transformed alike
+    assert not torch.allclose(first[0], augment_batch(films, AugmentConfig(enabled=True))[0])
+    rendered[1] = 1 - rendered[1]  # a rendering differs; the view stays the film's own
+    out = augment_batch(torch.cat([rendered, films]), AugmentConfig(enabled=True), copies=2)
+    first, second = out.chunk(2)
+    assert torch.allclose(first[0], second[0]) and not torch.allclose(first[1], second[1])
+    with pytest.raises(ValueError, match="equal parts"):
+        augment_batch(films, AugmentConfig(enabled=True), copies=2)
+
+
+def test_anchor_takes_its_share_of_the_target_from_the_frozen_starting_network():
+    from boneage.training.module import BoneAgeModule
+
+    kw = dict(arch="resnet18", model_kwargs={}, lr=1e-3, weight_decay=0.0, warmup_fraction=0.0,
+              huber_delta=15.0, target_mean=100.0, target_std=40.0, augment={})
+    start = BoneAgeModule(**kw).model.eval()
+    m = BoneAgeModule(**kw, anchor=0.25)
+    m.set_teacher(start)
+    x, plain = torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64)
+    sex, y = torch.tensor([1.0, 0.0]), torch.tensor([30.0, 150.0])
+    with torch.no_grad():
+        said = start(plain, sex).float()
+    m.teacher.train()  # as Lightning leaves it each epoch: the teacher answers in eval mode
+    target = m.target((x, sex, y, plain))
+    assert torch.allclose(target, 0.75 * y + 0.25 * said, atol=1e-4)
+    assert not any(p.requires_grad for p in m.teacher.parameters())
+    assert torch.equal(m.target((x, sex, y)), y)  # validation batches: the labels
+    assert torch.equal(BoneAgeModule(**kw).target((x, sex, y, plain)), y)  # anchor off
+    with pytest.raises(ValueError, match="without an anchor"):
+        BoneAgeModule(**kw).set_teacher(start)
 
 
 def test_global_rank_from_launcher_environment(monkeypatch):

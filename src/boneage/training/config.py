@@ -53,6 +53,9 @@ class TrainConfig:
     age_balance: float = 0.0  # training films' loss weighted by (share of their year of age)
     # to the minus this power (0: off; 0.5: the inverse square root), against the pull of the
     # estimate towards the common ages (training/balance.py)
+    anchor: float = 0.0  # share of each training target taken from the starting network's
+    # (init's) own estimate of the same view before rendering (0: off): a fine-tune then
+    # learns the renderings without unlearning what the network did on ordinary films
     ema: float = 0.0  # decay of an exponential moving average of the weights per step (0: off);
     # when on, validation, early stopping and the saved weights all use the average
     early_stopping_patience: int = 10
@@ -142,6 +145,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.huber_delta > 0, "huber_delta must be positive"),
         (0 <= cfg.age_balance <= 1, "age_balance must be in [0, 1] (0: off; 0.5: the inverse "
                                     "square root of each year of age's share)"),
+        (0 <= cfg.anchor < 1, "anchor must be in [0, 1) (the share of each target taken "
+                              "from the starting network's estimate)"),
+        (cfg.anchor == 0 or bool(cfg.init), "anchor needs init: the network the fine-tune "
+                                            "starts from answers for it"),
         (0 <= cfg.ema < 1, "ema must be 0 (off) or a decay in (0, 1), such as 0.998"),
         (cfg.max_minutes >= 0, "max_minutes must be 0 (no limit) or positive"),
         (cfg.pipeline in PRESETS, f"pipeline must be one of {', '.join(PRESETS)}"),

@@ -25,7 +25,7 @@ class BoneAgeModule(L.LightningModule):
     def __init__(self, arch: str, model_kwargs: dict[str, Any], lr: float, weight_decay: float,
                  warmup_fraction: float, huber_delta: float, target_mean: float,
                  target_std: float, augment: dict[str, Any], ema: float = 0.0,
-                 age_weights: list[float] | None = None) -> None:
+                 age_weights: list[float] | None = None, anchor: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(arch, **model_kwargs).set_output_scale(target_mean, target_std)
@@ -39,6 +39,13 @@ class BoneAgeModule(L.LightningModule):
             self.ema_model = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema),
                                            use_buffers=True)
             self.ema_model.requires_grad_(False)
+        # anchor > 0: a frozen copy of the starting network (set_teacher) answers on each film
+        # before rendering, and that answer is `anchor` of the training target
+        self.teacher: torch.nn.Module | None = None
+        if anchor > 0:
+            self.teacher = build_model(arch, **model_kwargs).set_output_scale(target_mean,
+                                                                              target_std)
+            self.teacher.requires_grad_(False)
         self.augment = AugmentConfig(**augment)
         self._render_rng = np.random.default_rng(int(torch.initial_seed()) % 2**32)
         # loss weight per year of age (training/balance.py); None: every film alike
@@ -56,29 +63,55 @@ class BoneAgeModule(L.LightningModule):
         """The network validated and saved: the weights' moving average when `ema` is on."""
         return self.model if self.ema_model is None else self.ema_model.module
 
+    def set_teacher(self, model: torch.nn.Module) -> None:
+        """The network the fine-tune starts from, kept frozen to answer for `anchor`."""
+        if self.teacher is None:
+            raise ValueError("this module was built without an anchor")
+        self.teacher.load_state_dict(model.state_dict())
+
     def forward(self, image: torch.Tensor, sex: torch.Tensor) -> torch.Tensor:
         """Bone age in months (the network scales its z-score back itself)."""
         return self.model(image, sex).float()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, sex, y = batch
-        if self.trainer.training and self.augment.enabled and self.augment.rendering > 0:
+        training = self.trainer.training and self.augment.enabled
+        plain = x
+        if training and self.augment.rendering > 0:
             x = render_batch(x, self.augment.rendering, self._render_rng)
+        if training and self.teacher is not None:
+            # the film as rendered and as it was, through one view: the teacher's answer on
+            # the second is what the network would have said had the film not been re-rendered
+            both = augment_batch(torch.cat([x, plain]).float().div_(255.0), self.augment, 2)
+            x, plain = both.chunk(2)
+            return (x.contiguous(memory_format=torch.channels_last), sex.float(), y.float(),
+                    plain.contiguous(memory_format=torch.channels_last))
         x = x.float().div_(255.0)
-        if self.trainer.training and self.augment.enabled:
+        if training:
             x = augment_batch(x, self.augment)
         return x.contiguous(memory_format=torch.channels_last), sex.float(), y.float()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, sex, y = batch
+        x, sex, y = batch[:3]
         pred = self(x, sex)
-        loss = self.loss(pred, y)
+        loss = self.loss(pred, self.target(batch))
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log("train_mae", (pred - y).abs().mean(), on_step=True, on_epoch=True,
                  prog_bar=True, sync_dist=True)
         self.train_rmse.update(pred.detach(), y)
         self.train_r2.update(pred.detach(), y)
         return loss
+
+    def target(self, batch) -> torch.Tensor:
+        """What the network is trained towards: the label, or with `anchor` that share of it
+        replaced by the starting network's estimate of the film before rendering (batch[3])."""
+        y = batch[2]
+        if len(batch) < 4 or self.teacher is None:
+            return y
+        self.teacher.eval()  # Lightning sets every submodule training each epoch
+        with torch.no_grad():
+            said = self.teacher(batch[3], batch[1]).float()
+        return (1 - self.hparams.anchor) * y + self.hparams.anchor * said
 
     def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Huber loss in months, each film weighted by its year of age when `age_balance` is on."""

@@ -55,9 +55,10 @@ def check_run_dir(out: Path, resume: bool) -> None:
 
 
 def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, val_labels,
-                  val_images, skip_invalid: bool
+                  val_images, skip_invalid: bool, given: dict[str, str] | None = None
                   ) -> tuple[Path, LabelTable, dict[str, str] | None, str]:
-    """(cache folder, table of everything in it, split from a validation CSV or None, source)."""
+    """(cache folder, table of everything in it, split from a validation CSV or None, source).
+    With a split file (`given`), --limit samples only the films it trains or validates on."""
     if data is not None:
         cache = Path(data)
         table = table_from_cache(Path(cache))
@@ -82,6 +83,8 @@ def _resolve_data(cfg: TrainConfig, out: Path, images, labels, data, cache_dir, 
         table = LabelTable(table.records + vt.records, source=table.source)
     if not table.labelled:
         raise BoneAgeError("training needs a bone age for every film (check --labels)")
+    if cfg.limit and given is not None:  # held-out films are never a quick run's films
+        table = table.subset(i for i, part in given.items() if part in ("train", "val"))
     if cfg.limit and cfg.limit < len(table):  # a quick run on fewer films, same proportions
         table = table.subset(stratified_sample(table, cfg.limit, cfg.seed))
         if split is not None:
@@ -142,7 +145,8 @@ def train(
                 _check_init(cfg)
             given = load_split(split_file) if split_file is not None else None  # before prepare
             cache, table, split, source = _resolve_data(cfg, out, images, labels, data, cache_dir,
-                                                        val_labels, val_images, skip_invalid)
+                                                        val_labels, val_images, skip_invalid,
+                                                        given)
             if given is not None:
                 split = given
                 if cfg.limit:
@@ -298,9 +302,11 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
         weights = age_weights(tr.months, cfg.age_balance).tolist()
     module = BoneAgeModule(cfg.arch, cfg.model, cfg.lr, cfg.weight_decay, cfg.warmup_fraction,
                            cfg.huber_delta, mean, max(std, 1e-6), asdict(cfg.augment),
-                           ema=cfg.ema, age_weights=weights)
+                           ema=cfg.ema, age_weights=weights, anchor=cfg.anchor)
     if init is not None:
         module.model.load_state_dict(init[0].state_dict())
+        if cfg.anchor > 0:
+            module.set_teacher(init[0])
     module = module.to(memory_format=torch.channels_last)
     precision = pick_precision(cfg.precision, cfg.accelerator)
     counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "val", "test")}
