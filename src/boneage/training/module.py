@@ -75,19 +75,21 @@ class BoneAgeModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, sex, y = batch
-        training = self.trainer.training and self.augment.enabled
+        augmenting = self.trainer.training and self.augment.enabled
         plain = x
-        if training and self.augment.rendering > 0:
+        if augmenting and self.augment.rendering > 0:
             x = render_batch(x, self.augment.rendering, self._render_rng)
-        if training and self.teacher is not None:
+        if self.trainer.training and self.teacher is not None:
             # the film as rendered and as it was, through one view: the teacher's answer on
             # the second is what the network would have said had the film not been re-rendered
-            both = augment_batch(torch.cat([x, plain]).float().div_(255.0), self.augment, 2)
+            both = torch.cat([x, plain]).float().div_(255.0)
+            if augmenting:
+                both = augment_batch(both, self.augment, 2)
             x, plain = both.chunk(2)
             return (x.contiguous(memory_format=torch.channels_last), sex.float(), y.float(),
                     plain.contiguous(memory_format=torch.channels_last))
         x = x.float().div_(255.0)
-        if training:
+        if augmenting:
             x = augment_batch(x, self.augment)
         return x.contiguous(memory_format=torch.channels_last), sex.float(), y.float()
 
