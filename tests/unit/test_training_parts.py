@@ -123,6 +123,30 @@ def test_anchor_takes_its_share_of_the_target_from_the_frozen_starting_network()
         BoneAgeModule(**kw).set_teacher(start)
 
 
+def test_anchor_without_augmentation_still_hands_the_teacher_each_film():
+    import lightning as L
+
+    from boneage.training.module import BoneAgeModule
+
+    kw = dict(arch="resnet18", model_kwargs={}, lr=1e-3, weight_decay=0.0, warmup_fraction=0.0,
+              huber_delta=15.0, target_mean=100.0, target_std=40.0, augment={})
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    x = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
+    sex, y = torch.tensor([1, 0]), torch.tensor([30.0, 150.0])
+    for anchor, length in ((0.5, 4), (0.0, 3)):
+        m = BoneAgeModule(**kw, anchor=anchor)
+        m.trainer = trainer
+        trainer.training = True
+        batch = m.on_after_batch_transfer((x, sex, y), 0)
+        assert len(batch) == length  # the film as it is goes to the teacher, augmentation or not
+        assert torch.allclose(batch[0], x.float() / 255)
+        if anchor:
+            assert torch.equal(batch[3], batch[0])
+        trainer.validating = True
+        assert len(m.on_after_batch_transfer((x, sex, y), 0)) == 3  # validation: labels only
+
+
 def test_global_rank_from_launcher_environment(monkeypatch):
     from boneage.training.run import global_rank
 
