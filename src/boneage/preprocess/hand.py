@@ -73,13 +73,6 @@ def _threshold(region: np.ndarray, softness: float) -> np.ndarray:
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
 
 
-def _clip_bright(region: np.ndarray, q: float = 95.0) -> np.ndarray:
-    """The region with grey levels above its q-th percentile lowered to it. On a faint film a
-    small bright side marker or label otherwise takes Otsu's threshold for itself, and the hand
-    falls below it with the background (RSNA film 3440: hand 46-63 grey levels, "L" marker 255)."""
-    return np.minimum(region, np.percentile(region, q)).astype(region.dtype)
-
-
 def _trim_uniform_border(img: np.ndarray, max_fraction: float = 0.35) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) inside any flat frame (scanner borders, white or black edges). "Flat" is
     relative to the film's contrast: on a faint film (under 60 grey levels from its 1st to its
@@ -147,11 +140,6 @@ def finger_gaps(image: np.ndarray, depth: float = 0.1) -> int:
     if region.size == 0 or int(region.max()) - int(region.min()) < 10:
         return 0
     n, labels, stats, _ = cv2.connectedComponentsWithStats(_threshold(region, SOFTNESS), 8)
-    if n < 2 or stats[1:, 4].max() < MIN_AREA_FRACTION * region.size:
-        # nothing hand-sized: as localise_hand searches then, the whole film, bright spots
-        # clipped (a faint film's marker would otherwise be the object measured)
-        region = _clip_bright(small)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(_threshold(region, SOFTNESS), 8)
     if n < 2:
         return 0
     comp = (labels == 1 + int(np.argmax(stats[1:, 4]))).astype(np.uint8)
@@ -166,10 +154,13 @@ def finger_gaps(image: np.ndarray, depth: float = 0.1) -> int:
     return int(np.sum(defects.reshape(-1, 4)[:, 3] / 256.0 > depth * np.sqrt(area)))
 
 
-def _search(small: np.ndarray, frame: tuple[int, int, int, int]
-            ) -> tuple[int, int, int, int] | None:
-    """Box (x0, y0, x1, y1) of the hand on the working copy, searched inside `frame`; a filled
-    rectangle found (a collimated field or panel) is searched again inside."""
+def localise_hand(image: np.ndarray, margin: float = 0.05) -> HandBox:
+    """Find the hand on a 2-D uint8 film; fall back to the whole film when none is plausible."""
+    h, w = image.shape[:2]
+    small, scale = _working_copy(image, 5)
+    sh, sw = small.shape
+    # (x0, y0, x1, y1) of the region searched, in small-image coordinates
+    frame = _trim_uniform_border(small)
     rx0, ry0, rx1, ry1 = _inside_frame(small, frame)
     found_box = None
     for _ in range(3):
@@ -189,23 +180,6 @@ def _search(small: np.ndarray, frame: tuple[int, int, int, int]
         inset = max(2, int(0.02 * max(bw, bh)))
         rx0, ry0, rx1, ry1 = (found_box[0] + inset, found_box[1] + inset,
                               found_box[2] - inset, found_box[3] - inset)
-    return found_box
-
-
-def localise_hand(image: np.ndarray, margin: float = 0.05) -> HandBox:
-    """Find the hand on a 2-D uint8 film; fall back to the whole film when none is plausible."""
-    h, w = image.shape[:2]
-    small, scale = _working_copy(image, 5)
-    sh, sw = small.shape
-    # (x0, y0, x1, y1) of the region searched, in small-image coordinates
-    frame = _trim_uniform_border(small)
-    found_box = _search(small, frame)
-    if found_box is None:
-        # nothing plausible: once more over the whole film with its bright spots clipped (a
-        # faint film whose marker took the threshold, and whose faint fingertips the trim took
-        # for a flat border)
-        frame = (0, 0, sw, sh)
-        found_box = _search(_clip_bright(small), frame)
     if found_box is None:
         return HandBox(0, 0, w, h, False)
     x0, y0, x1, y1 = (v / scale for v in found_box)
