@@ -36,6 +36,15 @@ def test_crop_keeps_the_bright_foreground_on_rsna_films():
     assert smaller >= 3  # and it does crop
 
 
+def test_a_faint_film_with_a_bright_marker_is_measured_as_a_hand():
+    """RSNA validation film 3440: faint (grey levels 45-63 over the hand), cropped tight, a
+    white "L" marker; the marker was the object whose fingers were counted, and the film was
+    warned "not a hand radiograph"."""
+    from boneage.preprocess.hand import finger_gaps
+
+    assert finger_gaps(read_image(need(SHARED / "rsna-val-fullres" / "3440.png"))) >= 3
+
+
 def test_heatmaps_on_real_films_are_localised_and_keep_the_films_shape():
     """The bundled model's heatmap on raw samples of each source: something stands out (not a
     blank wash) and the overlay has the film's own proportions."""

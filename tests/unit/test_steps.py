@@ -55,6 +55,24 @@ def test_crop_keeps_the_fingertips_of_a_faint_tightly_cropped_film():
     assert box.y0 <= 2 * pad and box.x0 <= 2 * pad and box.x1 >= faint.shape[1] - 2 * pad
 
 
+def test_a_bright_marker_on_a_faint_film_does_not_hide_the_hand_from_the_shape_check():
+    # a faint hand (about 25 grey levels above its background) filling a tightly cropped film,
+    # with a small saturated "L" marker: Otsu's threshold went between the marker and the
+    # rest, and the marker was the object whose fingers were counted (RSNA film 3440, warned
+    # "not a hand radiograph")
+    film, (x0, y0, x1, y1) = synthetic_film(height=1100, width=850, seed=2, marker=False)
+    pad = 20
+    tight = film[y0 - pad:, x0 - pad:x1 + pad].astype(np.float32)
+    faint = np.round(40 + tight * (25 / 255)).astype(np.uint8)
+    h, w = faint.shape
+    faint[h - 120:h - 40, 10:60] = 255
+    assert finger_gaps(faint) >= 3
+    # the same marker on a film with no hand finds no fingers either way
+    blank = np.full((h, w), 45, np.uint8)
+    blank[h - 120:h - 40, 10:60] = 255
+    assert finger_gaps(blank) < 3
+
+
 def test_crop_falls_back_on_flat_image():
     meta: dict = {}
     out = CropHand()(np.full((300, 200), 80, np.uint8), meta)

@@ -73,6 +73,13 @@ def _threshold(region: np.ndarray, softness: float) -> np.ndarray:
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
 
 
+def _clip_bright(region: np.ndarray, q: float = 95.0) -> np.ndarray:
+    """The region with grey levels above its q-th percentile lowered to it. On a faint film a
+    small bright side marker or label otherwise takes Otsu's threshold for itself, and the hand
+    falls below it with the background (RSNA film 3440: hand 46-63 grey levels, "L" marker 255)."""
+    return np.minimum(region, np.percentile(region, q)).astype(region.dtype)
+
+
 def _trim_uniform_border(img: np.ndarray, max_fraction: float = 0.35) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) inside any flat frame (scanner borders, white or black edges). "Flat" is
     relative to the film's contrast: on a faint film (under 60 grey levels from its 1st to its
@@ -140,6 +147,12 @@ def finger_gaps(image: np.ndarray, depth: float = 0.1) -> int:
     if region.size == 0 or int(region.max()) - int(region.min()) < 10:
         return 0
     n, labels, stats, _ = cv2.connectedComponentsWithStats(_threshold(region, SOFTNESS), 8)
+    if n < 2 or stats[1:, 4].max() < MIN_AREA_FRACTION * region.size:
+        # nothing hand-sized: measure the whole film again with its bright spots clipped, or a
+        # faint film's marker is the object measured. Only this check searches again; the crop
+        # box stays the localiser's (a second search there moved framing: docs/experiments.md)
+        region = _clip_bright(small)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(_threshold(region, SOFTNESS), 8)
     if n < 2:
         return 0
     comp = (labels == 1 + int(np.argmax(stats[1:, 4]))).astype(np.uint8)
