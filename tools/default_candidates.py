@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -345,22 +346,58 @@ def _epochs_run(run: Path) -> int | None:
     return len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else None
 
 
+def cache_for(run: Path, caches: list[Path]) -> Path | None:
+    """The prepared cache whose pipeline is the run's own: a `hand-standard` candidate was
+    trained on other prepared films than a `hand` one, and its provenance must say so."""
+    from boneage.preprocess.steps import Pipeline
+
+    want = Pipeline.from_dict(json.loads((run / "best.json").read_text())["pipeline"])
+    for cache in caches:
+        if (cache / "pipeline.json").is_file() and \
+                Pipeline.load(cache / "pipeline.json").fingerprint() == want.fingerprint():
+            return cache
+    return None
+
+
 def unpack(a: argparse.Namespace) -> None:
     from boneage.fileio import file_sha256
 
     parts = sorted(Path(a.parts).glob("runs.tar.*"))
+    if not parts:
+        sys.exit(f"unpack: no runs.tar.* parts in {a.parts}")
     dest = Path(a.dest)
     dest.mkdir(parents=True, exist_ok=True)
-    tar_path = dest / "runs.tar"
-    tar_path.write_bytes(b"".join(p.read_bytes() for p in parts))
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(dest, filter="data")
-    tar_path.unlink()
-    for run in sorted(p for p in dest.iterdir() if (p / "config.yaml").is_file()):
+    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest))
+    try:
+        tar_path = staging / "runs.tar"
+        tar_path.write_bytes(b"".join(p.read_bytes() for p in parts))
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(staging, filter="data")
+        tar_path.unlink()
+        runs = sorted(p for p in staging.iterdir() if (p / "config.yaml").is_file())
+        caches = {run.name: cache_for(run, [Path(c) for c in a.cache]) for run in runs}
+        unmatched = [run for run in runs if caches[run.name] is None]
+        if unmatched:  # before anything lands in dest
+            from boneage.training.config import load_config
+
+            run = unmatched[0]
+            cfg = load_config(run / "config.yaml")
+            sys.exit(f"unpack: no --cache holds the films as {run.name} was trained on them; "
+                     f"prepare them (`boneage prepare --images ... --labels ... --pipeline "
+                     f"{cfg.pipeline} --image-size {cfg.image_size} --out DIR`) and add DIR "
+                     "to --cache")
+        clash = [run.name for run in runs if (dest / run.name).exists()]
+        if clash:
+            sys.exit(f"unpack: {dest / clash[0]} exists already; give a new --dest")
+        for run in runs:
+            run.rename(dest / run.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for run in (dest / r.name for r in runs):
         shutil.copy2(a.split, run / "split.csv")  # the full split: held-out rows included
         with open(run / "provenance.csv", newline="") as f:
             rows = list(csv.DictReader(f))
-        rows[0]["cache"] = rows[0]["source"] = str(Path(a.cache).resolve())
+        rows[0]["cache"] = rows[0]["source"] = str(caches[run.name].resolve())
         with open(run / "provenance.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
@@ -403,7 +440,8 @@ def main() -> None:
     p = sub.add_parser("unpack")
     p.add_argument("--parts", required=True)
     p.add_argument("--dest", required=True)
-    p.add_argument("--cache", required=True)
+    p.add_argument("--cache", required=True, nargs="+",
+                   help="prepared caches (one per pipeline the runs were trained on)")
     p.add_argument("--split", required=True)
     p.set_defaults(func=unpack)
     a = ap.parse_args()

@@ -7,7 +7,7 @@ import json
 from argparse import Namespace
 
 import pytest
-from tools.default_candidates import _prepare_films, _shrink, pack, run_summary
+from tools.default_candidates import _prepare_films, _shrink, pack, run_summary, unpack
 
 from boneage.preprocess.steps import Pipeline
 
@@ -117,3 +117,51 @@ def test_a_run_shrunk_to_int8_for_the_trip_home_still_loads(tmp_path):
     _shrink(path)
     model, card = load_checkpoint(path)
     assert card["weights_dtype"] == "int8" and card["weights_sha256"] != before
+
+
+def test_unpack_points_each_run_at_the_cache_of_its_own_pipeline(tmp_path):
+    """A `hand-standard` candidate came home beside `hand` ones; every run was once pointed at
+    the one --cache given, whatever films it had been trained on."""
+    import tarfile
+
+    from boneage.training.config import load_config
+    from boneage.training.run import pipeline_for
+
+    parts, caches = tmp_path / "parts", {}
+    parts.mkdir()
+    with tarfile.open(tmp_path / "runs.tar", "w") as tar:
+        for name, pipeline in (("r-hand", "hand"), ("r-standard", "hand-standard")):
+            run = tmp_path / "there" / name
+            run.mkdir(parents=True)
+            (run / "config.yaml").write_text(f"arch: resnet18\npipeline: {pipeline}\n"
+                                             "image_size: 100\n")
+            pipe = pipeline_for(load_config(run / "config.yaml"))
+            (run / "best.json").write_text(json.dumps({"pipeline": pipe.to_dict(),
+                                                       "data": {}}))
+            (run / "provenance.csv").write_text("cache,source,source_sha256\n/there,/there,\n")
+            tar.add(run, arcname=name)
+            caches[name] = tmp_path / f"cache-{pipeline}"
+            caches[name].mkdir()
+            (caches[name] / "pipeline.json").write_text(pipe.to_json())
+    data = (tmp_path / "runs.tar").read_bytes()
+    (parts / "runs.tar.00").write_bytes(data[:5000])
+    (parts / "runs.tar.01").write_bytes(data[5000:])
+    split = tmp_path / "split.csv"
+    split.write_text("id,split\n1,train\n2,val\n3,test\n")
+    dest = tmp_path / "home"
+
+    def run(*given):
+        unpack(Namespace(parts=str(parts), dest=str(dest), split=str(split),
+                         cache=[str(caches[g]) for g in given]))
+
+    with pytest.raises(SystemExit, match="r-standard was trained.*--pipeline hand-standard"):
+        run("r-hand")
+    assert list(dest.iterdir()) == []  # refused before anything landed
+    run("r-standard", "r-hand")
+    for name in caches:
+        with open(dest / name / "provenance.csv", newline="") as f:
+            assert next(csv.DictReader(f))["cache"] == str(caches[name].resolve())
+        card = json.loads((dest / name / "best.json").read_text())
+        assert card["data"]["split_counts"] == {"train": 1, "val": 1, "test": 1}
+    with pytest.raises(SystemExit, match="exists already"):
+        run("r-standard", "r-hand")
