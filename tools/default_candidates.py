@@ -15,9 +15,10 @@ validation MAE (never on the held-out films).
     python tools/default_candidates.py wheels
     # there (one process per candidate, in parallel, each bounded by --max-minutes):
     python tools/default_candidates.py train --out /tmp/cand --pack $OUT
-    # here: reassemble the parts, point each run at the local cache and full split
+    # here: reassemble the parts, point each run at the local cache of its own pipeline (one
+    # --cache per pipeline the runs were trained on) and at the full split
     python tools/default_candidates.py unpack --parts DIR --dest runs/candidates \\
-        --cache runs/default/cache --split runs/default/split.csv
+        --cache runs/default/cache [runs/cache-standard ...] --split runs/default/split.csv
 
 summary.json gives each run's best validation metrics and its epochs against its config's, and
 flags (`cut`) a schedule the time budget stopped before its end: resume such a run on the
