@@ -372,8 +372,12 @@ def unpack(a: argparse.Namespace) -> None:
     try:
         tar_path = staging / "runs.tar"
         tar_path.write_bytes(b"".join(p.read_bytes() for p in parts))
-        with tarfile.open(tar_path) as tar:
-            tar.extractall(staging, filter="data")
+        try:
+            with tarfile.open(tar_path) as tar:
+                tar.extractall(staging, filter="data")
+        except (tarfile.TarError, EOFError) as e:
+            sys.exit(f"unpack: the parts in {a.parts} do not make a whole tar ({e}): one "
+                     "missing or cut short?")
         tar_path.unlink()
         runs = sorted(p for p in staging.iterdir() if (p / "config.yaml").is_file())
         caches = {run.name: cache_for(run, [Path(c) for c in a.cache]) for run in runs}

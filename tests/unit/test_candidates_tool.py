@@ -157,6 +157,11 @@ def test_unpack_points_each_run_at_the_cache_of_its_own_pipeline(tmp_path):
     with pytest.raises(SystemExit, match="r-standard was trained.*--pipeline hand-standard"):
         run("r-hand")
     assert list(dest.iterdir()) == []  # refused before anything landed
+    (parts / "runs.tar.01").rename(tmp_path / "aside")  # a part that did not come back
+    with pytest.raises(SystemExit, match="do not make a whole tar"):
+        run("r-standard", "r-hand")
+    assert list(dest.iterdir()) == []
+    (tmp_path / "aside").rename(parts / "runs.tar.01")
     run("r-standard", "r-hand")
     for name in caches:
         with open(dest / name / "provenance.csv", newline="") as f:
