@@ -43,11 +43,13 @@ def drawn_others() -> dict[str, np.ndarray]:
     }
 
 
-def _labelled(folder: Path, read_film, read_labels) -> tuple[list, list[str]]:
+def _labelled(folder: Path) -> tuple[list, list[str]]:
     """A folder's films and each one's sex from its labels.csv ("F" where it has none, as for
     the unlabelled demo films): under 5 years of estimated bone age the finger count is not
     used, so the sex, through the estimate, decides which check a film gets."""
     from boneage.data.images import list_images
+    from boneage.data.labels import read_labels
+    from boneage.inference.api import read_film
 
     if (folder / "labels.csv").is_file():
         table = read_labels(folder / "labels.csv", folder, require_age=False)
@@ -93,9 +95,9 @@ def main() -> None:
     raw, raw_sex = [], []
     for d in sorted((data / "raw-samples").iterdir()):
         if d.is_dir():
-            films, sexes = _labelled(d, read_film, read_labels)
+            films, sexes = _labelled(d)
             raw, raw_sex = raw + films, raw_sex + sexes
-    full = {name: _labelled(data / name, read_film, read_labels)
+    full = {name: _labelled(data / name)
             for name in ("rsna-val-fullres", "rsna-processed-fullres") if (data / name).is_dir()}
     others = {k: read_film(v, k) for k, v in drawn_others().items()}
     if a.others:
