@@ -33,7 +33,7 @@ MODULES: dict[str, list[str]] = {
     "evaluation/metrics.py": [U + "test_independent.py", U + "test_contracts.py"],
     "inference/uncertainty.py": [U + "test_independent.py", U + "test_uncertainty.py"],
     "inference/correction.py": [U + "test_independent.py", U + "test_uncertainty.py"],
-    "inference/reference.py": [U + "test_reference.py"],
+    "clinical/reference.py": [U + "test_reference.py"],
     "data/splits.py": [U + "test_independent.py", U + "test_splits.py"],
     "data/labels.py": [U + "test_independent.py", U + "test_labels.py", U + "test_splits.py"],
     # (the rest of test_model_contract.py loads the bundled model: seconds per mutant)
@@ -78,7 +78,7 @@ EQUIVALENT: list[tuple[str, str, str]] = [
                                  r"warpAffine\(image, m, None,",
      "OpenCV's defaults for warpAffine are these: linear interpolation, a constant border of "
      "0, the source's size"),
-    ("inference/reference.py", r"np\.array\(reference\(\)\[.*\], ?(None)?\)",
+    ("clinical/reference.py", r"np\.array\(reference\(\)\[.*\], ?(None)?\)",
      "the table's rows mix integers and decimals: numpy makes them float64 either way"),
     ("models/contract.py", r'emb\.get\("p90", 1\)',
      "a missing p90 passes the check whether it stands in as 0 or 1"),

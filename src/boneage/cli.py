@@ -437,9 +437,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
         from boneage.inference.dicom_results import check_uid_root
 
         root = check_uid_root(a.uid_root)
-    from boneage.inference.growth import Heights, check_reference
+    from boneage.clinical.growth import Heights, check_reference
 
-    heights = Heights.checked(a.height, a.mother_height, a.father_height)  # before the model
+    heights = Heights.checked(a.height, a.mother_height, a.father_height,
+                              a.weight)  # before the model
     check_reference(a.growth_reference)
     model = load_model(a.model, a.backend, tta=not a.no_tta,
                        explain=bool(a.heatmap or a.report or a.dicom_out))
@@ -471,7 +472,11 @@ def _parser_predict(sub) -> None:
                    help="for the SDS and category, the same for every film: use it for one "
                    "child (else per film from --labels or the DICOM header)")
     p.add_argument("--height", metavar="CM", help="the child's height in cm (for every film: "
-                   "one child; else a height_cm column in --labels): height SDS")
+                   "one child; else a height_cm column in --labels): height SDS and the "
+                   "Bayley-Pinneau adult height")
+    p.add_argument("--weight", metavar="KG", help="the child's weight in kg (else a weight_kg "
+                   "column in --labels, or the DICOM's PatientWeight): with the heights, the "
+                   "Roche-Wainer-Thissen adult height")
     p.add_argument("--mother-height", metavar="CM", help="the mother's height in cm")
     p.add_argument("--father-height", metavar="CM", help="the father's height in cm: with the "
                    "mother's, the mid-parental target height and its range")

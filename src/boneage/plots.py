@@ -185,7 +185,7 @@ def draw_growth_chart(ax, reference: tuple[np.ndarray, np.ndarray, np.ndarray], 
     else:
         ax.axhline(bone_age_months / 12, color=colour, lw=2, label="this film's bone age")
     ax.set(xlabel="chronological age (years)", ylabel="bone age (years)", xlim=(0, 19),
-           ylim=(0, 20), title=f"Growth chart ({'male' if male else 'female'})",
+           ylim=(0, 20), title=f"Bone age chart ({'male' if male else 'female'})",
            xticks=range(0, 19, 2), yticks=range(0, 21, 2))  # the page's steps: 2 years
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
@@ -221,20 +221,32 @@ def draw_series_chart(ax, reference: tuple[np.ndarray, np.ndarray, np.ndarray], 
 
 
 def draw_height_chart(ax, centiles: dict[float, list[tuple]], male: bool,
-                      points: list[tuple[float, float, str]], reference: str) -> None:
-    """Height against age: the reference's -2 / 0 / +2 SD curves and the visits (age in
-    months, height in cm, label)."""
-    for z, pts in sorted(centiles.items()):
+                      points: list[tuple[float, float, str]], reference: str,
+                      names: tuple[str, ...] = (), target: tuple | None = None) -> None:
+    """Height against age: the reference's centile curves (SDS -> points, each named by
+    `names` in SDS order, labelled at its right end) and the visits (age in months, height in
+    cm, label); `target` (cm, low, high) is drawn at the right edge as the parents' target."""
+    for k, (z, pts) in enumerate(sorted(centiles.items())):
         if pts:
             a, h = zip(*pts, strict=True)
-            ax.plot(a, h, color="#08519c" if z == 0 else "#9ecae1", lw=1.5 if z == 0 else 1,
-                    label=f"{z:+g} SD ({reference})" if z else f"median ({reference})")
+            ax.plot(a, h, color="#08519c" if z == 0 else "#9ecae1", lw=1.3 if z == 0 else 0.8)
+            name = names[k] if k < len(names) else f"{z:+g} SD"
+            ax.annotate(name, (a[-1], h[-1]), textcoords="offset points", xytext=(2, -2),
+                        fontsize=5.5, color="#08519c")
+    if centiles:
+        ax.plot([], [], color="#9ecae1", label=f"centiles ({reference})")
+    if target is not None and target[0] is not None:
+        top = max((p[0] for pts in centiles.values() for p in pts), default=18.0)
+        err = None if target[1] is None else [[target[0] - target[1]], [target[2] - target[0]]]
+        ax.errorbar([top + 0.6], [target[0]], yerr=err, fmt="s", color="#444", ms=5,
+                    capsize=3, label="target height (mid-parental), with its range")
     colour = SEX_COLOURS["male" if male else "female"]
     xs = [p[0] / 12 for p in points]
     ax.plot(xs, [p[1] for p in points], "o-", color=colour, ms=6, label="height at the visits")
     for x, p in zip(xs, points, strict=True):
         ax.annotate(p[2], (x, p[1]), textcoords="offset points", xytext=(6, -10), fontsize=7)
     ax.set(xlabel="age (years)", ylabel="height (cm)",
-           xlim=(max(0, min(xs) - 2), min(20, max(xs) + 2)), title="Height across visits")
+           xlim=(max(0, min(xs) - 2), 20 if target is not None else min(20, max(xs) + 2)),
+           title="Height chart")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")

@@ -21,9 +21,9 @@ def test_metrics_on_hand_computed_values():
 
 def test_sds_uses_the_childs_own_sex(tmp_path):
     pytest.importorskip("torch")
+    from boneage.clinical.reference import sd_for_age
     from boneage.data.synthetic import synthetic_film
     from boneage.inference.api import load_model
-    from boneage.inference.reference import sd_for_age
     from tests.helpers import make_test_model
 
     model = load_model(str(make_test_model(tmp_path)))

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from boneage.cli import main
+from boneage.clinical.followup import Visit, build_series
 from boneage.data.synthetic import synthetic_film
 from boneage.errors import BoneAgeError
-from boneage.inference.followup import Visit, build_series
 
 
 def visit(date: str, ca: float, ba: float, lo: float | None = None, hi: float | None = None,

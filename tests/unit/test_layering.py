@@ -6,8 +6,8 @@ import ast
 
 from tests.conftest import ROOT
 
-ORDER = ["data", "preprocess", "models", "training", "inference", "evaluation", "service",
-         "dicomnode"]
+ORDER = ["data", "preprocess", "models", "training", "clinical", "inference", "evaluation",
+         "service", "dicomnode"]
 PKG = ROOT / "src" / "boneage"
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from boneage.inference.reference import compare_ages, mean_curve, reference, sd_for_age
+from boneage.clinical.reference import compare_ages, mean_curve, reference, sd_for_age
 
 
 def test_table_has_source_and_both_sexes():
@@ -32,7 +32,7 @@ def test_sds_and_categories():
 
 
 def test_range_and_curve_come_from_the_table():
-    from boneage.inference.reference import reference_range
+    from boneage.clinical.reference import reference_range
 
     assert reference_range(male=True) == (3.0, 204.0)
     assert reference_range(male=False) == (3.0, 192.0)
@@ -63,7 +63,7 @@ def test_category_edges_by_hand():
 
 def test_category_edges_exactly(monkeypatch):
     # a table with an SD of exactly 4 months: 8 months ahead is SDS +2.0 (still normal)
-    from boneage.inference import reference as ref
+    from boneage.clinical import reference as ref
 
     table = {"male": [[0, 0.0, 4.0], [240, 240.0, 4.0]],
              "female": [[0, 0.0, 4.123456], [240, 240.0, 4.123456]]}

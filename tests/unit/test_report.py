@@ -94,7 +94,7 @@ def test_report_renders_with_the_film_at_its_shape(model_path, tmp_path):
     cv2.imwrite(str(art / "report.png"), page)
     bright = np.abs(page.astype(int) - 230) < 8  # the film's grey, not the white paper
     h, w = page.shape
-    panel = bright[int(0.08 * h): int(0.62 * h)]  # below the title, above the results
+    panel = bright[int(0.08 * h): int(0.40 * h)]  # below the title, above the results
     rows = np.where(panel.mean(axis=1) > 0.05)[0]
     cols = np.where(panel.mean(axis=0) > 0.05)[0]
     # the film's own proportions (1200:500) on the page, within 10%

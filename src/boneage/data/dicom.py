@@ -43,6 +43,7 @@ class DicomFilm:
     notes: list[str] = field(default_factory=list)  # what the header says against a hand film
     patient_sex: str | None = None  # PatientSex as written (M, F, O, or anything else)
     height_cm: float | None = None  # PatientSize (metres in DICOM), in centimetres
+    weight_kg: float | None = None  # PatientWeight, in kilograms
     patient_id: str | None = None  # PatientID: groups a child's films (never logged)
 
 
@@ -247,8 +248,17 @@ def _decode_dicom(data: bytes, name: str) -> DicomFilm:
             notes.append(f"DICOM PatientSize {size:g} is not a height in metres: not used")
     except (TypeError, ValueError):
         notes.append("DICOM PatientSize is unreadable: not used")
+    weight = None
+    try:
+        kg = float(ds.get("PatientWeight", "") or 0)
+        if 1.0 <= kg <= 200.0:  # kilograms, as DICOM writes it
+            weight = round(kg, 1)
+        elif kg:
+            notes.append(f"DICOM PatientWeight {kg:g} is not a weight in kilograms: not used")
+    except (TypeError, ValueError):
+        notes.append("DICOM PatientWeight is unreadable: not used")
     return DicomFilm(pixels=pixels, male=male, age_months=age, study_date=seen, notes=notes,
-                     patient_sex=sex or None, height_cm=height,
+                     patient_sex=sex or None, height_cm=height, weight_kg=weight,
                      patient_id=str(ds.get("PatientID", "") or "").strip()[:64] or None)
 
 

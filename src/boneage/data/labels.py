@@ -34,10 +34,12 @@ AGE_COLUMNS = (
 # the child's age on the day of the film (for `predict`'s comparison with the reference)
 CHRONOLOGICAL_COLUMNS = ("chronologicalage", "chronologicalagemonths", "chronage",
                          "chronologicalageinmonths", "ageatstudy", "ageatstudymonths")
-# heights in centimetres (growth: docs/growth.md), read as given and checked by `predict`
+# heights in centimetres and the child's weight in kilograms (growth: docs/growth.md), read as
+# given and checked by `predict`
 HEIGHT_COLUMNS = {"height_cm": ("heightcm", "height", "childheightcm"),
                   "mother_cm": ("motherheightcm", "motherheight", "maternalheightcm"),
-                  "father_cm": ("fatherheightcm", "fatherheight", "paternalheightcm")}
+                  "father_cm": ("fatherheightcm", "fatherheight", "paternalheightcm"),
+                  "weight_kg": ("weightkg", "weight", "childweightkg")}
 # when the film was taken and when the child was born (YYYY-MM-DD): a follow-up series, and a
 # chronological age from the two where no age column is given
 DATE_COLUMNS = {"study_date": ("studydate", "visitdate", "date"),
@@ -71,8 +73,8 @@ class Record:
     months: float | None
     chronological_months: float | None = None
     identifier: str | None = None  # patient or accession ID, for the report
-    heights: tuple[str | None, str | None, str | None] = (None, None, None)  # child, mother,
-    # father, in cm, as written (checked where they are used)
+    heights: tuple[str | None, ...] = (None, None, None, None)  # child, mother, father (cm),
+    # the child's weight (kg), as written (checked where they are used)
     study_date: str | None = None  # ISO
     birth_date: str | None = None  # ISO
 

@@ -41,16 +41,32 @@ class BoneAgeResult:
     chronological_age_months: float | None = _about("the child's age, months, when given")
     difference_months: float | None = _about("bone age - chronological age")
     sds: float | None = _about("SDS against Greulich & Pyle / Brush SDs")
-    category: str | None = _about("delayed | normal | advanced")
+    category: str | None = _about("delayed | normal | advanced, each only where the whole 90% "
+                                  "interval says so; else indeterminate (the reason in notes)")
     height_cm: float | None = _about("the child's height, cm, when given (or the DICOM's "
                                      "PatientSize)")
     height_sds: float | None = _about("height SDS against the growth reference")
     target_height_cm: float | None = _about("mid-parental target height, cm")
     target_height_low_cm: float | None = _about("lower end of the target height range, cm")
     target_height_high_cm: float | None = _about("upper end of the target height range, cm")
-    predicted_adult_height_cm: float | None = _about("predicted adult height, cm (null with a "
-                                                     "warning where the method does not apply)")
+    weight_kg: float | None = _about("the child's weight, kg, when given (or the DICOM's "
+                                     "PatientWeight)")
+    predicted_adult_height_cm: float | None = _about("predicted adult height, cm, by Bayley-"
+                                                     "Pinneau (null, with the reason in notes, "
+                                                     "where the method does not apply)")
+    predicted_adult_height_low_cm: float | None = _about("its 90% interval, lower end, cm (the "
+                                                         "bone age's interval and the method's "
+                                                         "error)")
+    predicted_adult_height_high_cm: float | None = _about("its 90% interval, upper end, cm")
+    rwt_adult_height_cm: float | None = _about("predicted stature at 18, cm, by Roche-Wainer-"
+                                               "Thissen (needs the weight and both parents' "
+                                               "heights)")
+    rwt_adult_height_low_cm: float | None = _about("its 90% interval, lower end, cm")
+    rwt_adult_height_high_cm: float | None = _about("its 90% interval, upper end, cm")
     growth_reference: str | None = _about("the growth reference of the height figures")
+    notes: list[str] = field(default_factory=list, metadata={
+        "description": "plain-language notes on the figures: why a category is indeterminate, "
+                       "why an adult height is missing, the conventions used"})
     warnings: list[str] = field(default_factory=list, metadata={
         "description": "plain-language warnings; one ending 'the estimate is not meaningful' "
                        "voids the estimate"})
@@ -74,19 +90,24 @@ class Film:
     patient_sex: str | None = None  # the DICOM's PatientSex as written (M, F, O, ...)
     notes: list[str] = field(default_factory=list)  # what the file says against a hand film
     height_cm: float | None = None  # the DICOM's PatientSize, in cm
+    weight_kg: float | None = None  # the DICOM's PatientWeight, in kg
     patient_id: str | None = None  # the DICOM's PatientID (a follow-up series), never logged
 
 
 def add_growth(r: BoneAgeResult, heights: Any, film: Film, male: bool,
                chronological_months: float | None, reference: str = "uk-who") -> None:
-    """The height SDS and target height into a result, where heights were given (or the
-    DICOM's PatientSize)."""
-    from boneage.inference.growth import Heights, growth
+    """The height SDS, the target height and the adult height predictions into a result, where
+    heights were given (or the DICOM's PatientSize and PatientWeight)."""
+    from boneage.clinical.adult_height import bayley_pinneau, roche_wainer_thissen
+    from boneage.clinical.growth import TARGET_RANGE_NOTE, Heights, growth
+    from boneage.inference.quality import MEANINGLESS
 
     h = heights or Heights()
-    from_header = h.height_cm is None and film.height_cm is not None
+    from_header = ((h.height_cm is None and film.height_cm is not None)
+                   or (h.weight_kg is None and film.weight_kg is not None))
     if from_header:
-        h = Heights(film.height_cm, h.mother_cm, h.father_cm)
+        h = Heights(h.height_cm if h.height_cm is not None else film.height_cm, h.mother_cm,
+                    h.father_cm, h.weight_kg if h.weight_kg is not None else film.weight_kg)
     if not h:
         return
     try:
@@ -94,15 +115,27 @@ def add_growth(r: BoneAgeResult, heights: Any, film: Film, male: bool,
     except BoneAgeError as e:
         if not from_header or heights:
             raise
-        r.warnings.append(f"the DICOM's PatientSize was not used: {e}")
+        r.warnings.append(f"the DICOM's PatientSize and PatientWeight were not used: {e}")
         return
-    r.height_cm = h.height_cm
+    r.height_cm, r.weight_kg = h.height_cm, h.weight_kg
     r.height_sds, r.target_height_cm = g.height_sds, g.target_height_cm
     r.target_height_low_cm, r.target_height_high_cm = (g.target_height_low_cm,
                                                        g.target_height_high_cm)
-    r.predicted_adult_height_cm, r.growth_reference = (g.predicted_adult_height_cm,
-                                                       g.growth_reference)
+    r.growth_reference = g.growth_reference
     r.warnings += g.warnings
+    if r.target_height_low_cm is not None:
+        r.notes.append(TARGET_RANGE_NOTE)
+    if h.height_cm is None or any(MEANINGLESS in w for w in r.warnings):
+        return
+    iv = (r.interval_low_months, r.interval_high_months)
+    bp = bayley_pinneau(h.height_cm, male, r.bone_age_months, chronological_months, *iv)
+    r.predicted_adult_height_cm = bp.cm
+    r.predicted_adult_height_low_cm, r.predicted_adult_height_high_cm = bp.low_cm, bp.high_cm
+    rwt = roche_wainer_thissen(h.height_cm, h.weight_kg, h.mother_cm, h.father_cm, male,
+                               r.bone_age_months, chronological_months, *iv)
+    r.rwt_adult_height_cm = rwt.cm
+    r.rwt_adult_height_low_cm, r.rwt_adult_height_high_cm = rwt.low_cm, rwt.high_cm
+    r.notes += [p.reason for p in (bp, rwt) if p.reason]
 
 
 def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) -> Film:
@@ -118,7 +151,7 @@ def read_film(source: str | Path | bytes | np.ndarray, name: str | None = None) 
         return Film(label, ToUint8()(d.pixels, {}), d.male, d.age_months,
                     d.study_date.isoformat() if d.study_date else None,
                     patient_sex=d.patient_sex, notes=list(d.notes), height_cm=d.height_cm,
-                    patient_id=d.patient_id)
+                    patient_id=d.patient_id, weight_kg=d.weight_kg)
     notes: list[str] = []
     return Film(label, ToUint8()(decode_image(data, label, notes), {}), notes=notes)
 
@@ -243,12 +276,13 @@ class BoneAgeModel:
     def predict(self, image: str | Path | bytes | np.ndarray, sex: Any = None,
                 chronological_age_months: float | None = None, height_cm: Any = None,
                 mother_height_cm: Any = None, father_height_cm: Any = None,
-                growth_reference: str = "uk-who") -> BoneAgeResult:
-        """One film; the heights (cm, optional) add the height SDS and the parents' target
-        height (docs/growth.md)."""
-        from boneage.inference.growth import Heights
+                growth_reference: str = "uk-who", weight_kg: Any = None) -> BoneAgeResult:
+        """One film; the heights (cm, optional) add the height SDS, the parents' target
+        height and the adult height predictions, the weight (kg) the Roche-Wainer-Thissen one
+        (docs/growth.md)."""
+        from boneage.clinical.growth import Heights
 
-        heights = Heights.checked(height_cm, mother_height_cm, father_height_cm)
+        heights = Heights.checked(height_cm, mother_height_cm, father_height_cm, weight_kg)
         return self.predict_films([read_film(image)], [sex], [chronological_age_months],
                                   heights=[heights], growth_reference=growth_reference)[0]
 
@@ -275,9 +309,9 @@ class BoneAgeModel:
                       growth_reference: str = "uk-who") -> list[BoneAgeResult]:
         """The core: prepared images -> (TTA) model -> interval, comparison, warnings.
         `sex_source` says which sex wins where the given one and the DICOM's differ;
-        `heights` (inference/growth.py Heights per film) add the growth figures."""
+        `heights` (clinical/growth.py Heights per film) add the growth figures."""
+        from boneage.clinical.reference import categorise, compare_ages, reference_range
         from boneage.inference.quality import MEANINGLESS, novelty, quality_warnings
-        from boneage.inference.reference import compare_ages, reference_range
         from boneage.inference.uncertainty import has_interval, interval
 
         male = np.array([resolve_sex(s, f, sex_source) for s, f in zip(sexes, films, strict=True)])
@@ -321,8 +355,14 @@ class BoneAgeModel:
                     r.warnings.append(f"chronological age outside the reference range "
                                       f"({lo:.0f}-{hi:.0f} months): no SDS or category")
                 elif not any(MEANINGLESS in w for w in quality):
-                    r.sds, r.category = c.sds, c.category
-                    if abs(c.sds) > IMPLAUSIBLE_SDS:
+                    r.sds = c.sds
+                    r.category, why = categorise(ba, r.interval_low_months,
+                                                 r.interval_high_months, cas[i], bool(male[i]))
+                    if why:
+                        r.notes.append(why)
+                    if min(ba, cas[i]) < YOUNG_MONTHS:
+                        r.warnings.append(young(self.card))
+                    elif abs(c.sds) > IMPLAUSIBLE_SDS:
                         r.warnings.append(implausible(c.sds))
             r.warnings += quality
             add_growth(r, heights[i] if heights else None, film, bool(male[i]), cas[i],
@@ -365,6 +405,20 @@ def implausible(sds: float) -> str:
     return (f"implausible: SDS {sds:+.1f} is beyond +/-{IMPLAUSIBLE_SDS:.0f}, which almost "
             "always means a wrong chronological age, a wrong sex or another child's film; "
             "check them before reading the category")
+
+
+YOUNG_MONTHS = 24.0  # under two years of bone or chronological age
+
+
+def young(card: dict) -> str:
+    """The under-two warning: the model's own measured limits there, not a blame on the
+    inputs (the SD of bone age at that age is a few months, smaller than the model's error)."""
+    band = ((card.get("heldout_metrics") or {}).get("by_age_band") or {}).get("0-2 y") or {}
+    measured = (f"on the {band['n']} held-out films under 2 years its error was {band['mae']:.1f}"
+                f" months on average (bias {band['bias']:+.1f})"
+                if band.get("mae") is not None else "it was not measured under 2 years")
+    return ("under 2 years the model is less certain than the reference's SD: " + measured
+            + "; its SDS and category there say more about the model than the child")
 
 
 NO_HEATMAP = ("no heatmap for this model: it has no ONNX heatmap graph (re-export it with "

@@ -15,6 +15,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from boneage.clinical.followup import visit_of
+from boneage.clinical.growth import Heights
 from boneage.data.images import list_images, skipped_summary
 from boneage.data.labels import read_labels
 from boneage.errors import BoneAgeError
@@ -26,8 +28,6 @@ from boneage.inference.api import (
     read_film,
     without_pixels,
 )
-from boneage.inference.followup import visit_of
-from boneage.inference.growth import Heights
 from boneage.preprocess.steps import Pipeline
 
 CHUNK = 16
@@ -113,7 +113,7 @@ class Writer:
             self.csv.writerow(RESULT_COLUMNS)
         elif fmt == "table":
             stream.write(f"{'file':<28} {'sex':<3} {'bone age':>18} {'90% interval':>14} "
-                         f"{'chron.':>7} {'diff':>6} {'SDS':>6} {'category':<9} warnings\n")
+                         f"{'chron.':>7} {'diff':>6} {'SDS':>6} {'category':<13} warnings\n")
         stream.flush()
 
     def write(self, r: BoneAgeResult) -> None:
@@ -121,8 +121,8 @@ class Writer:
         if self.fmt == "json":
             self.stream.write(json.dumps(d) + "\n")
         elif self.csv:
-            self.csv.writerow(["; ".join(v) if k == "warnings" else ("" if v is None else v)
-                               for k, v in d.items()])
+            self.csv.writerow(["; ".join(v) if k in ("warnings", "notes")
+                               else ("" if v is None else v) for k, v in d.items()])
         else:
             def f(v, fmt="{:.1f}"):
                 return "" if v is None else fmt.format(v)
@@ -135,8 +135,34 @@ class Writer:
                 f"{name[:28]:<28} {r.sex:<3} "
                 f"{f(r.bone_age_months) + ' mo (' + f(r.bone_age_years) + ' y)':>18} "
                 f"{iv:>14} {f(r.chronological_age_months):>7} {f(r.difference_months):>6} "
-                f"{f(r.sds, '{:.2f}'):>6} {r.category or '':<9} {'; '.join(r.warnings)}\n")
+                f"{f(r.sds, '{:.2f}'):>6} {r.category or '':<13} {'; '.join(r.warnings)}\n")
+            for line in growth_lines(r) + r.notes:  # under the film's row, indented
+                self.stream.write(f"{'':<4}{line}\n")
         self.stream.flush()
+
+
+def growth_lines(r: BoneAgeResult) -> list[str]:
+    """The growth figures of a result in one line each (the table output's second lines)."""
+    def span(lo: float | None, hi: float | None) -> str:
+        return f" (90%: {lo:.1f}-{hi:.1f})" if lo is not None else ""
+    out = []
+    if r.height_cm is not None:
+        sds = f", SDS {r.height_sds:+.2f}" if r.height_sds is not None else ""
+        weight = f"; weight {r.weight_kg:.1f} kg" if r.weight_kg is not None else ""
+        out.append(f"height {r.height_cm:.1f} cm{sds} ({r.growth_reference}){weight}")
+    if r.target_height_cm is not None:
+        rng = (f", range {r.target_height_low_cm:.1f}-{r.target_height_high_cm:.1f}"
+               if r.target_height_low_cm is not None else "")
+        out.append(f"target height {r.target_height_cm:.1f} cm{rng} (mid-parental)")
+    if r.predicted_adult_height_cm is not None:
+        out.append(f"adult height {r.predicted_adult_height_cm:.1f} cm"
+                   f"{span(r.predicted_adult_height_low_cm, r.predicted_adult_height_high_cm)}"
+                   " (Bayley-Pinneau)")
+    if r.rwt_adult_height_cm is not None:
+        out.append(f"adult height {r.rwt_adult_height_cm:.1f} cm"
+                   f"{span(r.rwt_adult_height_low_cm, r.rwt_adult_height_high_cm)}"
+                   " (Roche-Wainer-Thissen, stature at 18)")
+    return out
 
 
 @dataclass
@@ -300,8 +326,8 @@ def _write_followup(model: BoneAgeModel, visits: list, opts: BatchOptions,
                     errors: list[str]) -> None:
     """The children with several visits: their series as a table (--followup) and a one-page
     PDF each (with --report); each file whole or not at all."""
+    from boneage.clinical.followup import FOLLOWUP_COLUMNS, build_series
     from boneage.fileio import atomic_write_bytes, atomic_write_csv, atomic_write_json
-    from boneage.inference.followup import FOLLOWUP_COLUMNS, build_series
 
     try:
         series = build_series(visits)

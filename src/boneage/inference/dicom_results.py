@@ -56,16 +56,25 @@ def _codes() -> dict[str, Any]:
         "target": own("TARGET-HT", "Mid-parental target height"),
         "target_low": own("TARGET-HT-LOW", "Target height range, lower end"),
         "target_high": own("TARGET-HT-HIGH", "Target height range, upper end"),
-        "adult": own("PRED-ADULT-HT", "Predicted adult height"),
+        "adult": own("PRED-ADULT-HT", "Predicted adult height (Bayley-Pinneau)"),
+        "adult_low": own("PRED-AHT-LOW90", "Predicted adult height (BP), 90% interval low"),
+        "adult_high": own("PRED-AHT-HIGH90", "Predicted adult height (BP), 90% interval high"),
+        "rwt": own("PRED-AHT-RWT", "Predicted stature at 18 (Roche-Wainer-Thissen)"),
+        "rwt_low": own("PRED-AHT-RWT-LO", "Predicted stature at 18 (RWT), 90% interval low"),
+        "rwt_high": own("PRED-AHT-RWT-HI", "Predicted stature at 18 (RWT), 90% interval high"),
+        "weight": CodedConcept("29463-7", "LN", "Body weight"),
+        "kg": CodedConcept("kg", "UCUM", "kilogram"),
         "no_units": CodedConcept("1", "UCUM", "no units"),
         "low": own("BA-LOW90", "Bone age, lower end of the 90% prediction interval"),
         "high": own("BA-HIGH90", "Bone age, upper end of the 90% prediction interval"),
         "difference": own("BA-DIFF", "Bone age minus chronological age"),
         "sds": own("BA-SDS", "Bone age SDS (Greulich & Pyle / Brush)"),
         "category": own("BA-CAT", "Bone age category"),
-        "delayed": own("DELAYED", "Delayed (SDS below -2)"),
+        "delayed": own("DELAYED", "Delayed (the 90% interval below -2 SD)"),
         "normal": CodedConcept("17621005", "SCT", "Normal"),
-        "advanced": own("ADVANCED", "Advanced (SDS above +2)"),
+        "advanced": own("ADVANCED", "Advanced (the 90% interval above +2 SD)"),
+        "indeterminate": own("INDETERMINATE", "Indeterminate (the 90% interval crosses a "
+                             "2 SD line)"),
         "not assessed": own("NOTASSESSED", "Not assessed"),
     }
 
@@ -185,7 +194,13 @@ def structured_report(source: Any, result: Any | None, model_name: str, model_ve
         measure("target", result.target_height_cm, "cm")
         measure("target_low", result.target_height_low_cm, "cm")
         measure("target_high", result.target_height_high_cm, "cm")
+        measure("weight", result.weight_kg, "kg")
         measure("adult", result.predicted_adult_height_cm, "cm")
+        measure("adult_low", result.predicted_adult_height_low_cm, "cm")
+        measure("adult_high", result.predicted_adult_height_high_cm, "cm")
+        measure("rwt", result.rwt_adult_height_cm, "cm")
+        measure("rwt_low", result.rwt_adult_height_low_cm, "cm")
+        measure("rwt_high", result.rwt_adult_height_high_cm, "cm")
     category = "not assessed" if result is None else result.category
     evaluations = ([QualitativeEvaluation(name=c["category"], value=c[category])]
                    if category else [])
@@ -197,7 +212,8 @@ def structured_report(source: Any, result: Any | None, model_name: str, model_ve
     comments = ([f"not assessed: {reason}"] if result is None else
                 [f"sex used: {'male' if result.sex == 'M' else 'female'}"]
                 + ([f"growth reference: {result.growth_reference}"]
-                   if result.growth_reference else []) + list(result.warnings))
+                   if result.growth_reference else []) + list(result.notes)
+                + list(result.warnings))
     for text in comments:
         group[0].ContentSequence.append(TextContentItem(
             name=c["comment"], value=text[:1024],

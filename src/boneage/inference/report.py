@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from boneage import __version__
+from boneage.clinical.reference import mean_curve
 from boneage.inference.api import BoneAgeModel, BoneAgeResult
-from boneage.inference.reference import mean_curve
 
 DISCLAIMER = ("For research use only. Not a medical device: this estimate has not been cleared "
               "for clinical use and must be reviewed by a qualified radiologist.")
@@ -119,24 +119,26 @@ def report_filename(identifier: str | None, fallback: str = "film") -> str:
     return f"bone-age-{stem or 'film'}.pdf"
 
 
-FULL_RESOLUTION = 512  # a film whose longer side has at least this many pixels
-
-
-def _accuracy_line(card: dict, film_shape: tuple[int, ...] | None = None) -> str:
-    """The measured accuracy that matches the film: the full-resolution figure (its set
-    named) for a full-resolution film where the card has one, else the held-out thumbnails'."""
+def accuracy_line(card: dict) -> str:
+    """The model's measured accuracy in plain words, one figure for every film and every
+    report: the full-resolution films' where the card has it (clinics send full-resolution
+    films), else the held-out thumbnails'."""
     held = card.get("heldout_metrics") or {}
     val = (card.get("metrics") or {}).get("val") or {}
     full = card.get("fullres_metrics") or {}
-    if full.get("mae") is not None and film_shape and max(film_shape[:2]) >= FULL_RESOLUTION:
-        return (f"MAE {full['mae']:.2f} months on {full.get('n', '?')} full-resolution films "
-                f"never trained on ({full.get('set', 'held out')})")
+    if full.get("mae") is not None:
+        return (f"on {full.get('n', '?')} full-resolution films it had never seen, its bone "
+                f"age was off by {full['mae']:.1f} months on average")
     if held.get("mae") is not None:
-        return (f"MAE {held['mae']:.2f} months, RMSE {held.get('rmse', float('nan')):.2f} on "
-                f"{held.get('n', '?')} held-out films")
+        return (f"on {held.get('n', '?')} films it had never seen, its bone age was off by "
+                f"{held['mae']:.1f} months on average")
     if val.get("mae") is not None:
-        return f"validation MAE {val['mae']:.2f} months"
-    return "accuracy not recorded"
+        return f"on its validation films its bone age was off by {val['mae']:.1f} months on average"
+    return "its accuracy was not recorded"
+
+
+def _span(lo: float | None, hi: float | None, unit: str = "cm") -> str:
+    return f" (90%: {lo:.1f}-{hi:.1f} {unit})" if lo is not None else ""
 
 
 def result_rows(result: BoneAgeResult) -> list[tuple[str, str]]:
@@ -160,21 +162,28 @@ def result_rows(result: BoneAgeResult) -> list[tuple[str, str]]:
     if result.height_cm is not None:
         sds = f", SDS {result.height_sds:+.2f}" if result.height_sds is not None else ""
         rows.append(("Height", f"{result.height_cm:.1f} cm{sds} ({result.growth_reference})"))
+    if result.weight_kg is not None:
+        rows.append(("Weight", f"{result.weight_kg:.1f} kg"))
     if result.target_height_cm is not None:
         span = (f", range {result.target_height_low_cm:.1f}-{result.target_height_high_cm:.1f}"
                 if result.target_height_low_cm is not None else "")
         rows.append(("Target height", f"{result.target_height_cm:.1f} cm{span} (mid-parental)"))
     if result.predicted_adult_height_cm is not None:
-        rows.append(("Predicted adult height", f"{result.predicted_adult_height_cm:.1f} cm "
-                     "(a prediction, not a measurement)"))
+        rows.append(("Adult height (BP)", f"{result.predicted_adult_height_cm:.1f} cm"
+                     + _span(result.predicted_adult_height_low_cm,
+                             result.predicted_adult_height_high_cm) + ", Bayley-Pinneau"))
+    if result.rwt_adult_height_cm is not None:
+        rows.append(("Adult height (RWT)", f"{result.rwt_adult_height_cm:.1f} cm"
+                     + _span(result.rwt_adult_height_low_cm, result.rwt_adult_height_high_cm)
+                     + ", Roche-Wainer-Thissen"))
     return rows
 
 
-def model_line(model: BoneAgeModel, film_shape: tuple[int, ...] | None = None) -> str:
-    """The model by name and version, and the accuracy figure that matches the film."""
+def model_line(model: BoneAgeModel) -> str:
+    """The model by name and version, and its measured accuracy in plain words."""
     version = model.card.get("version")
     return (f"Model: {model.name}" + (f" version {version}" if version else "")
-            + f" ({model.card['arch']}); {_accuracy_line(model.card, film_shape)}. "
+            + f" ({model.card['arch']}): {accuracy_line(model.card)}. "
             f"Software: boneage {__version__}.")
 
 
@@ -204,18 +213,21 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
                f"File: {printable(Path(file_name or result.file).name)}"]
         if study_date:
             who.append(f"Study date: {study_date}")
-        fig.text(left, 0.93, "     ".join(who), fontsize=9.5)
-        # film and heatmap side by side, each at the film's own shape; the panels are as tall
-        # as that shape needs (more room without the growth chart)
-        top = 0.905
+        who_lines = textwrap.wrap("     ".join(who), 105)
+        for k, line in enumerate(who_lines):
+            fig.text(left, 0.93 - 0.014 * k, line, fontsize=9.5)
+        # Fixed regions, so that nothing pushes the chart off the page: the film and its
+        # heatmap on top; the results on the left with the bone age chart beside them; the
+        # warnings and notes across the page below; the model line and disclaimer at the foot.
+        # Text that would run into the foot is drawn smaller (`step`), never dropped.
+        top = 0.905 - 0.014 * (len(who_lines) - 1)
         panels = [(film, "film", "gray")]
         if heatmap_bgr is not None:
             panels.append((heatmap_bgr[:, :, ::-1], "regions that drove the estimate "
                            "(Grad-CAM++)", None))
         pw = width / len(panels)
-        tallest = 0.30 if result.chronological_age_months is not None else 0.48
         fh, fw = film.shape[:2]
-        img_h = min(tallest, (pw - 0.02) * 8.27 * fh / fw / 11.69)
+        img_h = min(0.27 - 0.014 * (len(who_lines) - 1), (pw - 0.02) * 8.27 * fh / fw / 11.69)
         for k, (pic, title, cmap) in enumerate(panels):
             ax = fig.add_axes([left + k * pw + 0.01, top - img_h, pw - 0.02, img_h])
             ax.imshow(pic, cmap=cmap, vmin=0, vmax=255, interpolation="antialiased")
@@ -227,42 +239,61 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
         else:  # the colour scale of the overlay
             _colour_scale(fig, [left + pw + 0.01 + (pw - 0.02) * 0.2, top - img_h - 0.016,
                                 (pw - 0.02) * 0.6, 0.007])
-        # results, then warnings, then notes: a cursor moving down the page
-        y = top - img_h - 0.04
-        for label, value in result_rows(result):
-            fig.text(left, y, label, fontsize=10, color="#333")
-            fig.text(left + 0.22, y, value, fontsize=10,
-                     weight="bold" if label in ("Bone age", "Category") else "normal")
-            y -= 0.021
-        for w in result.warnings:
-            for i, line in enumerate(textwrap.wrap(w, 100)):
-                fig.text(left, y, ("Warning: " if i == 0 else "             ") + line,
-                         fontsize=8.5, color="#a05a00")
-                y -= 0.016
-        y -= 0.006
+        upper = top - img_h - 0.04
+        male = result.sex == "M"
+        chart = result.chronological_age_months is not None
+        rows = [(label, line) for label, value in result_rows(result)
+                for line in _wrapped(value, 40 if chart else 75)]
         notes = [INTERVAL_NOTE] if result.interval_low_months is not None else []
         if result.sds is not None:
             notes.append(SDS_NOTE)
-        for note in notes:
-            for line in textwrap.wrap(note, 115):
-                fig.text(left, y, line, fontsize=7.5, color="#555")
-                y -= 0.014
-        male = result.sex == "M"
-        if result.chronological_age_months is not None and y > 0.30:
-            ax3 = fig.add_axes([0.14, 0.13, 0.72, min(0.26, y - 0.17)])
+        if not chart:
+            notes.append("No chronological age was given: no comparison with the reference "
+                         "(give it, or use a DICOM with PatientAge or the birth and study "
+                         "dates).")
+        lines = ([(t, "warning") for w in result.warnings
+                  for t in _wrapped("Warning: " + w, 110)]
+                 + [(t, "note") for n in result.notes + notes for t in _wrapped(n, 120)])
+        # the room: results from `upper` down, the chart beside them (at least 0.2 tall),
+        # then the other lines down to the foot at 0.09
+        box_top = upper + 0.012
+
+        def chart_box(rows_end: float) -> float:
+            return max(0.2, min(0.26, box_top - rows_end - 0.02))
+
+        def end(step: float) -> float:
+            y = upper - len(rows) * 0.019 * step
+            if chart:
+                y = min(y, box_top - chart_box(y) - 0.035)
+            return y - 0.006 - len(lines) * 0.0135 * step
+
+        step = next((k / 20 for k in range(20, 9, -1) if end(k / 20) >= FOOT), 0.5)
+        y = upper
+        label_w = 0.17
+        for k, (label, value) in enumerate(rows):
+            first = k == 0 or rows[k - 1][0] != label
+            if first:
+                fig.text(left, y, label, fontsize=9 * step, color="#333")
+            fig.text(left + label_w, y, value, fontsize=9 * step,
+                     weight="bold" if label in ("Bone age", "Category") else "normal")
+            y -= 0.019 * step
+        if chart:
+            box_h = chart_box(y)
+            ax3 = fig.add_axes([0.60, box_top - box_h, 0.34, box_h - 0.02])
             interval = None
             if result.interval_low_months is not None:
                 interval = (result.interval_low_months, result.interval_high_months)
             draw_growth_chart(ax3, mean_curve(male), male, result.chronological_age_months,
                               result.bone_age_months, interval)
-        elif result.chronological_age_months is None:
-            for line in textwrap.wrap("No chronological age was given: no comparison with the "
-                                      "reference (give it, or use a DICOM with PatientAge or "
-                                      "the birth and study dates).", 110):
-                y -= 0.016
-                fig.text(left, y, line, fontsize=8.5, color="#333")
+            ax3.legend(fontsize=5.5, loc="upper left")
+            y = min(y, box_top - box_h - 0.035)
+        y -= 0.006
+        for text, kind in lines:
+            fig.text(left, y, text, fontsize=(8 if kind == "warning" else 7.5) * step,
+                     color="#a05a00" if kind == "warning" else "#555")
+            y -= 0.0135 * step
         y = 0.062  # the model line wraps (a recalibrated copy's name carries a file name)
-        for line in textwrap.wrap(model_line(model, film_pixels.shape), 125):
+        for line in textwrap.wrap(model_line(model), 125):
             fig.text(left, y, line, fontsize=7.5)
             y -= 0.013
         for i, line in enumerate(textwrap.wrap(DISCLAIMER, 120)):
@@ -271,6 +302,13 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
         fig.savefig(buf, format="pdf")
         plt.close(fig)
     return buf.getvalue()
+
+
+FOOT = 0.09  # the model line and the disclaimer lie below this
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    return textwrap.wrap(printable(text), width) or [""]
 
 
 def _colour_scale(fig, rect: list[float]) -> None:
@@ -342,8 +380,7 @@ def result_picture(model: BoneAgeModel, result: BoneAgeResult | None, film_pixel
             y = text(y - line * 0.4, "Colour: regions that drove the estimate (Grad-CAM++)",
                      fontsize=12, color="#cccccc")
         y = 0.16
-        for part in textwrap.wrap(model_line(model, None if film is None else
-                                             film_pixels.shape), 62):
+        for part in textwrap.wrap(model_line(model), 62):
             y = text(y, part, fontsize=12, color="#cccccc")
         for part in textwrap.wrap(DISCLAIMER, 62):
             y = text(y, part, fontsize=12, color="#ff8080")
@@ -359,8 +396,19 @@ def matplotlib_rc(families: list[str]):
     return matplotlib.rc_context({"font.family": families})
 
 
+def tempo_line(st) -> str:
+    """One step between visits in words: a tempo only where its interval allows one."""
+    rate = f"{st.bone_age_per_year:.2f} y of bone age per year"
+    if st.bone_age_per_year_low is not None:
+        rate += f" (90%: {st.bone_age_per_year_low:.2f} to {st.bone_age_per_year_high:.2f})"
+    said = (f"; {st.tempo}" if st.tempo else "")
+    return (f"since {st.from_date} ({st.years:.1f} y): {rate}{said}"
+            + (f"; height {st.height_velocity_cm_per_year:.1f} cm per year"
+               if st.height_velocity_cm_per_year is not None else ""))
+
+
 def followup_report(model: BoneAgeModel, series, reference: str = "uk-who") -> bytes:
-    """One A4 page for a child with several visits (inference/followup.py Series): the visits
+    """One A4 page for a child with several visits (clinical/followup.py Series): the visits
     in date order, the change between them, the bone age chart across visits and, where
     heights were given, the height chart on the growth reference."""
     from boneage.plots import _plt, draw_height_chart, draw_series_chart
@@ -379,11 +427,21 @@ def followup_report(model: BoneAgeModel, series, reference: str = "uk-who") -> b
             "%Y-%m-%d %H:%M UTC"), fontsize=8, color="#555", ha="right")
         fig.text(left, 0.93, f"Patient or accession ID: {printable(series.identifier)}     "
                  f"Sex: {'male' if male else 'female'}     Visits: {len(visits)}", fontsize=9.5)
-        y = 0.9
-        head = ["Study date", "Chron. age", "Bone age (90% interval)", "Height"]
-        xs = [left, left + 0.14, left + 0.28, left + 0.58]
+        target = next((v for v in visits if v.target_height_cm is not None), None)
+        y = 0.912
+        if target is not None:
+            rng = (f", range {target.target_height_low_cm:.1f}-"
+                   f"{target.target_height_high_cm:.1f} cm"
+                   if target.target_height_low_cm is not None else "")
+            fig.text(left, y, f"Target height (mid-parental): {target.target_height_cm:.1f} cm"
+                     f"{rng}", fontsize=9)
+            y -= 0.018
+        y -= 0.01
+        head = ["Study date", "Chron. age", "Bone age (90% interval)", "SDS, category",
+                "Height", "Adult height (90%)"]
+        xs = [left, left + 0.11, left + 0.22, left + 0.44, left + 0.57, left + 0.71]
         for x, h in zip(xs, head, strict=True):
-            fig.text(x, y, h, fontsize=8.5, weight="bold")
+            fig.text(x, y, h, fontsize=8, weight="bold")
         for i, v in enumerate(visits):
             y -= 0.019
             st = series.steps[i - 1] if i else None
@@ -393,40 +451,48 @@ def followup_report(model: BoneAgeModel, series, reference: str = "uk-who") -> b
                 f" ({years_months(v.interval_low_months)} to "
                 f"{years_months(v.interval_high_months)})"
                 if v.interval_low_months is not None else "")
+            sds = "-" if v.sds is None else f"{v.sds:+.2f}, {v.category}"
             ht = "-" if v.height_cm is None else f"{v.height_cm:.1f} cm" + (
                 f", SDS {v.height_sds:+.2f}" if v.height_sds is not None else "")
-            for x, text in zip(xs, [v.study_date, ca, ba, ht], strict=True):
-                fig.text(x, y, text, fontsize=8)
+            adult = "-" if v.predicted_adult_height_cm is None else (
+                f"{v.predicted_adult_height_cm:.1f} cm ({v.predicted_adult_height_low_cm:.0f}-"
+                f"{v.predicted_adult_height_high_cm:.0f}) BP")
+            for x, text in zip(xs, [v.study_date, ca, ba, sds, ht, adult], strict=True):
+                fig.text(x, y, text, fontsize=7.5)
+            if v.rwt_adult_height_cm is not None:
+                y -= 0.014
+                fig.text(xs[5], y, f"{v.rwt_adult_height_cm:.1f} cm "
+                         f"({v.rwt_adult_height_low_cm:.0f}-{v.rwt_adult_height_high_cm:.0f})"
+                         " RWT", fontsize=7.5)
             if st is not None:
                 y -= 0.016
-                since = (f"since {st.from_date} ({st.years:.1f} y): "
-                         f"{st.bone_age_per_year:.2f} y of bone age per year"
-                         + (f" (90%: {st.bone_age_per_year_low:.2f} to "
-                            f"{st.bone_age_per_year_high:.2f})"
-                            if st.bone_age_per_year_low is not None else "")
-                         + (f"; height {st.height_velocity_cm_per_year:.1f} cm per year"
-                            if st.height_velocity_cm_per_year is not None else ""))
-                fig.text(xs[1], y, since, fontsize=7.5, color="#333")
+                fig.text(xs[1], y, tempo_line(st), fontsize=7.5, color="#333")
         y -= 0.03
-        for line in textwrap.wrap("Years of bone age gained per year of age (1.00 keeps pace "
-                                  "with age), with its 90% interval from the two estimates' "
-                                  "intervals; and the height velocity.", 120):
+        for line in textwrap.wrap("Tempo: years of bone age gained per year of age (1.00 keeps "
+                                  "pace with age), with its 90% interval from the two "
+                                  "estimates' intervals; where that interval contains 1.00 the "
+                                  "change cannot be told from keeping pace. BP: Bayley-Pinneau, "
+                                  "RWT: Roche-Wainer-Thissen (stature at 18); each adult height "
+                                  "with its 90% interval (docs/growth.md).", 125):
             fig.text(left, y, line, fontsize=7.5, color="#555")
             y -= 0.014
         points = [(v.chronological_age_months, v.bone_age_months, v.interval_low_months,
                    v.interval_high_months, v.study_date) for v in visits
                   if v.chronological_age_months is not None]
-        chart_h = 0.27 if heights else 0.45
+        chart_h = min(0.27 if heights else 0.45, y - 0.04 - (0.36 if heights else 0.12))
         if points:
             ax = fig.add_axes([0.12, y - 0.04 - chart_h, 0.76, chart_h])
             draw_series_chart(ax, mean_curve(male), male, points)
         if heights:
-            from boneage.inference.growth import REFERENCES, height_centiles
+            from boneage.clinical.growth import CENTILE_NAMES, REFERENCES, height_centiles
 
             ax2 = fig.add_axes([0.12, 0.13, 0.76, 0.2])
             draw_height_chart(ax2, height_centiles(male, reference), male,
                               [(v.chronological_age_months, v.height_cm, v.study_date)
-                               for v in heights], REFERENCES[reference])
+                               for v in heights], REFERENCES[reference], CENTILE_NAMES,
+                              None if target is None else (target.target_height_cm,
+                                                           target.target_height_low_cm,
+                                                           target.target_height_high_cm))
         y = 0.062
         for line in textwrap.wrap(model_line(model), 125):
             fig.text(left, y, line, fontsize=7.5)

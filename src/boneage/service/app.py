@@ -69,7 +69,10 @@ FIELDS = {
                    "differ: form (default) or header; either way the result warns"),
     "chronological_age_months": ("number", "months; optional"),
     "heatmap": ("boolean", "include a Grad-CAM++ overlay on the film (/v1/predict)"),
-    "height_cm": ("number", "the child's height, cm; optional: the height SDS"),
+    "height_cm": ("number", "the child's height, cm; optional: the height SDS and the "
+                  "Bayley-Pinneau adult height"),
+    "weight_kg": ("number", "the child's weight, kg; optional: with the heights, the "
+                  "Roche-Wainer-Thissen adult height"),
     "mother_height_cm": ("number", "the mother's height, cm; with the father's: the target "
                          "height"),
     "father_height_cm": ("number", "the father's height, cm"),
@@ -333,7 +336,7 @@ class Upload:
     identifier: str | None
     study_date: str | None
     sex_source: str = "form"
-    heights: Any = None  # inference/growth.py Heights
+    heights: Any = None  # clinical/growth.py Heights
 
 
 async def upload(request: Request, settings: SettingsDep) -> AsyncIterator[Upload]:
@@ -372,11 +375,11 @@ def checked(form: Form, settings: Settings) -> Upload:
     if study and not _is_date(study):
         raise HTTPError(400, "study_date: expected YYYY-MM-DD")
     heatmap = form.flag("heatmap")
-    from boneage.inference.growth import Heights
+    from boneage.clinical.growth import Heights
 
     try:
         heights = Heights.checked(form.text("height_cm", 32), form.text("mother_height_cm", 32),
-                                  form.text("father_height_cm", 32))
+                                  form.text("father_height_cm", 32), form.text("weight_kg", 32))
     except BoneAgeError as e:
         raise HTTPError(400, f"height: {e}") from None
     if not form.file:
@@ -487,7 +490,7 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)],
 @v1.get("/reference")
 async def reference_table() -> dict[str, Any]:
     """The Greulich & Pyle / Brush Foundation table (for growth charts)."""
-    from boneage.inference.reference import reference
+    from boneage.clinical.reference import reference
 
     return reference()
 
@@ -506,7 +509,7 @@ async def models(model: ModelDep) -> ModelList:
 
 @v1.post("/predict", response_model=Prediction, responses=ERRORS,
          openapi_extra=_form_doc(("file", "sex", "sex_source", "chronological_age_months",
-                                  "height_cm", "mother_height_cm", "father_height_cm",
+                                  "height_cm", "weight_kg", "mother_height_cm", "father_height_cm",
                                   "heatmap")))
 async def predict(request: Request, up: UploadDep, model: ModelDep) -> dict[str, Any]:
     """The estimate for one film, with the film (and its heatmap) for display."""
@@ -516,7 +519,7 @@ async def predict(request: Request, up: UploadDep, model: ModelDep) -> dict[str,
 @v1.post("/report", response_class=Response, responses={
     200: {"content": {"application/pdf": {}}, "description": "one-page PDF report"}, **ERRORS},
     openapi_extra=_form_doc(("file", "sex", "sex_source", "chronological_age_months",
-                             "height_cm", "mother_height_cm", "father_height_cm",
+                             "height_cm", "weight_kg", "mother_height_cm", "father_height_cm",
                              "identifier", "study_date")))
 async def report(request: Request, up: UploadDep, model: ModelDep) -> Response:
     """A one-page PDF report for one film."""

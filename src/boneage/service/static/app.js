@@ -73,7 +73,7 @@ function formData(file, withHeatmap) {
   if (sex) fd.append("sex", sex);
   const age = ageMonths();
   if (age !== "") fd.append("chronological_age_months", age);
-  for (const [id, field] of [["height", "height_cm"], ["mother-height", "mother_height_cm"], ["father-height", "father_height_cm"]]) {
+  for (const [id, field] of [["height", "height_cm"], ["weight", "weight_kg"], ["mother-height", "mother_height_cm"], ["father-height", "father_height_cm"]]) {
     if ($(id).value !== "") fd.append(field, $(id).value);
   }
   if (withHeatmap) fd.append("heatmap", "true");
@@ -148,7 +148,9 @@ function renderFollowup() {
 const CSV_COLUMNS = ["file", "sex", "bone_age_months", "bone_age_years", "interval_low_months",
   "interval_high_months", "chronological_age_months", "difference_months", "sds", "category",
   "height_cm", "height_sds", "target_height_cm", "target_height_low_cm", "target_height_high_cm",
-  "predicted_adult_height_cm", "growth_reference", "warnings"];
+  "weight_kg", "predicted_adult_height_cm", "predicted_adult_height_low_cm",
+  "predicted_adult_height_high_cm", "rwt_adult_height_cm", "rwt_adult_height_low_cm",
+  "rwt_adult_height_high_cm", "growth_reference", "notes", "warnings"];
 function csvCell(v, text) {
   let s = v === null || v === undefined ? "" : String(v);
   if (text && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
@@ -159,7 +161,7 @@ function batchCsv() {
   for (const row of rows) {
     const r = row.res || {};
     const cells = CSV_COLUMNS.map(k => k === "file" ? csvCell(row.file.name, true)
-      : k === "warnings" ? csvCell((r.warnings || []).join("; "), true)
+      : k === "warnings" || k === "notes" ? csvCell((r[k] || []).join("; "), true)
       : csvCell(r[k], k === "sex" || k === "category"));
     lines.push(cells.concat([csvCell(row.error || "", true)]).join(","));
   }
@@ -198,8 +200,14 @@ async function render(res, name) {
     parts.push(`Height ${fmt(res.height_cm)} cm` + (res.height_sds !== null ? ` (SDS ${res.height_sds > 0 ? "+" : ""}${fmt(res.height_sds, 2)})` : ""));
   if (res.target_height_cm !== null && res.target_height_cm !== undefined)
     parts.push(`target height ${fmt(res.target_height_cm)} cm (${fmt(res.target_height_low_cm)}–${fmt(res.target_height_high_cm)})`);
+  if (res.predicted_adult_height_cm !== null && res.predicted_adult_height_cm !== undefined)
+    parts.push(`adult height ${fmt(res.predicted_adult_height_cm)} cm (90%: ${fmt(res.predicted_adult_height_low_cm)}–${fmt(res.predicted_adult_height_high_cm)}, Bayley-Pinneau)`);
+  if (res.rwt_adult_height_cm !== null && res.rwt_adult_height_cm !== undefined)
+    parts.push(`${fmt(res.rwt_adult_height_cm)} cm (90%: ${fmt(res.rwt_adult_height_low_cm)}–${fmt(res.rwt_adult_height_high_cm)}, Roche-Wainer-Thissen)`);
   $("growth-row").hidden = parts.length === 0;
   $("growth-row").textContent = parts.length ? parts.join("; ") + ` — ${res.growth_reference}` : "";
+  const n = $("notes"); n.innerHTML = "";
+  for (const text of res.notes || []) { const li = document.createElement("li"); li.textContent = text; n.appendChild(li); }
   const w = $("warnings"); w.innerHTML = "";
   for (const text of res.warnings) { const li = document.createElement("li"); li.textContent = text; w.appendChild(li); }
   $("heatmap-toggle").hidden = !res.heatmap;

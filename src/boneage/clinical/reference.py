@@ -2,7 +2,11 @@
 deviations by sex and age (package data, `reference/greulich_pyle_brush.json`, with its source).
 
 SDS = (bone age - chronological age) / SD(chronological age, sex), the SD linearly interpolated
-between the table's ages; |SDS| > 2 is delayed or advanced, as G&P's normal range."""
+between the table's ages; beyond -2 is delayed, beyond +2 advanced, as G&P's normal range.
+
+A category respects the estimate's 90% interval (`categorise`): delayed or advanced only when
+the whole interval lies beyond the -2 or +2 SD line, normal only when it lies within; otherwise
+"indeterminate", with the reason in one plain line."""
 
 from __future__ import annotations
 
@@ -56,3 +60,34 @@ def compare_ages(bone_age_months: float, chronological_months: float, male: bool
     z = diff / sd
     category = "delayed" if z < -2 else "advanced" if z > 2 else "normal"
     return Comparison(round(diff, 2), round(sd, 2), round(z, 2), category, inside)
+
+
+INDETERMINATE = "indeterminate"
+CATEGORIES = ("delayed", "normal", "advanced", INDETERMINATE)
+
+
+def categorise(bone_age_months: float, low: float | None, high: float | None,
+               chronological_months: float, male: bool) -> tuple[str, str | None]:
+    """(category, reason) from the whole 90% interval [low, high]; without an interval the
+    point estimate's category, said to be such. The reason is None when the category holds
+    over the whole interval."""
+    sd, _ = sd_for_age(chronological_months, male)
+    point = compare_ages(bone_age_months, chronological_months, male).category
+    if low is None or high is None:
+        return point, "no 90% interval: the category is the estimate's alone"
+    z_lo, z_hi = ((low - chronological_months) / sd, (high - chronological_months) / sd)
+    if z_hi < -2:
+        return "delayed", None
+    if z_lo > 2:
+        return "advanced", None
+    if z_lo >= -2 and z_hi <= 2:
+        return "normal", None
+    span = f"the 90% interval {low:.0f}-{high:.0f} months"
+    if low <= chronological_months <= high and point != "normal":
+        why = f"{span} contains the chronological age ({chronological_months:.0f} months)"
+    else:
+        lines = [f"the {s} SD line ({line:.0f} months)" for s, line in
+                 (("-2", chronological_months - 2 * sd), ("+2", chronological_months + 2 * sd))
+                 if low <= line <= high]
+        why = f"{span} crosses " + " and ".join(lines)
+    return INDETERMINATE, f"category indeterminate: {why}"

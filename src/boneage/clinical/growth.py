@@ -7,10 +7,8 @@ its LMS tables or formulas.
 `rcpchgrowth` is licensed AGPL-3.0-or-later: it is an optional extra (`.[growth]`), never
 imported where no height is given.
 
-Adult height prediction (Bayley-Pinneau) needs the published tables of percentages of adult
-height by bone age, sex and tempo; no two independent public reproductions of them could be
-checked, so no table is shipped and the prediction is null, with a one-line reason
-(docs/growth.md)."""
+The child's weight (kg) is checked here too: the Roche-Wainer-Thissen adult height needs it
+(clinical/adult_height.py)."""
 
 from __future__ import annotations
 
@@ -20,11 +18,13 @@ from typing import Any
 
 from boneage.errors import BoneAgeError, install_hint
 
-REFERENCES = {"uk-who": "UK-WHO (RCPCH)", "cdc": "CDC 2000"}
+REFERENCES = {"uk-who": "UK-WHO", "cdc": "CDC 2000"}
 CHILD_CM = (40.0, 220.0)  # a child's height, birth to adult
 PARENT_CM = (120.0, 230.0)
-NO_PREDICTION = ("no predicted adult height: the Bayley-Pinneau tables are not shipped (no two "
-                 "independent public reproductions could be checked; docs/growth.md)")
+CHILD_KG = (1.0, 200.0)  # a child's weight, birth to adult
+TARGET_RANGE_NOTE = ("target range: the mid-parental height SDS +/-1.4 SD of adult height on "
+                     "the growth reference (rcpchgrowth's convention; near the +/-8.5 cm of "
+                     "Tanner et al. 1970 that many clinicians use)")
 
 
 def check_height(value: Any, what: str = "height", adult: bool = False) -> float | None:
@@ -47,6 +47,26 @@ def check_height(value: Any, what: str = "height", adult: bool = False) -> float
     return cm
 
 
+def check_weight(value: Any, what: str = "weight") -> float | None:
+    """A weight in kilograms, or None when not given; one clear line for grams, pounds and
+    absurd values."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        kg = float(value)
+    except (TypeError, ValueError):
+        raise BoneAgeError(f"{what} must be a number of kilograms, got {value!r}") from None
+    if not math.isfinite(kg) or kg <= 0:
+        raise BoneAgeError(f"{what} must be a positive number of kilograms, got {value!r}")
+    lo, hi = CHILD_KG
+    if kg > 1000:
+        raise BoneAgeError(f"{what} {kg:g} looks like grams: give kilograms ({kg / 1000:g})")
+    if not lo <= kg <= hi:
+        raise BoneAgeError(f"{what} {kg:g} kg is outside {lo:g}-{hi:g} kg: give kilograms "
+                           "(pounds x 0.4536)")
+    return kg
+
+
 def check_reference(name: str) -> str:
     if name not in REFERENCES:
         raise BoneAgeError(f"unknown growth reference {name!r} (use {' or '.join(REFERENCES)})")
@@ -55,16 +75,19 @@ def check_reference(name: str) -> str:
 
 @dataclass
 class Heights:
-    """What was measured: the child's height and the parents' (cm), each optional."""
+    """What was measured: the child's height and the parents' (cm) and the child's weight (kg),
+    each optional."""
 
     height_cm: float | None = None
     mother_cm: float | None = None
     father_cm: float | None = None
+    weight_kg: float | None = None
 
     @classmethod
-    def checked(cls, height: Any = None, mother: Any = None, father: Any = None) -> Heights:
+    def checked(cls, height: Any = None, mother: Any = None, father: Any = None,
+                weight: Any = None) -> Heights:
         h = cls(check_height(height), check_height(mother, "mother's height", adult=True),
-                check_height(father, "father's height", adult=True))
+                check_height(father, "father's height", adult=True), check_weight(weight))
         if (h.mother_cm is None) != (h.father_cm is None):
             given = "father's" if h.mother_cm is None else "mother's"
             raise BoneAgeError(f"a {given} height without the other parent's: the target "
@@ -74,7 +97,8 @@ class Heights:
         return h
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.height_cm, self.mother_cm, self.father_cm))
+        return any(v is not None for v in (self.height_cm, self.mother_cm, self.father_cm,
+                                           self.weight_kg))
 
 
 @dataclass
@@ -83,7 +107,6 @@ class Growth:
     target_height_cm: float | None = None
     target_height_low_cm: float | None = None
     target_height_high_cm: float | None = None
-    predicted_adult_height_cm: float | None = None
     growth_reference: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -116,7 +139,6 @@ def growth(heights: Heights, male: bool, chronological_months: float | None,
                     reference, chronological_months / 12, "height", heights.height_cm, sex)), 2)
             except (LookupError, ValueError) as e:
                 g.warnings.append(f"no height SDS ({str(e)[:120]})")
-        g.warnings.append(NO_PREDICTION)
     if heights.mother_cm is not None:
         try:
             g.target_height_cm = round(float(rc.mid_parental_height(
@@ -132,7 +154,12 @@ def growth(heights: Heights, male: bool, chronological_months: float | None,
     return g
 
 
-def height_centiles(male: bool, reference: str = "uk-who", sds: tuple[float, ...] = (-2, 0, 2),
+# the UK-WHO chart's nine centile lines (0.4th to 99.6th), as SDS: -8/3 .. +8/3 in 2/3 steps
+CENTILE_SDS = tuple(round(k * 2 / 3, 4) for k in range(-4, 5))
+CENTILE_NAMES = ("0.4th", "2nd", "9th", "25th", "50th", "75th", "91st", "98th", "99.6th")
+
+
+def height_centiles(male: bool, reference: str = "uk-who", sds: tuple[float, ...] = CENTILE_SDS,
                     ages_years: tuple[float, float] = (2.0, 18.0)) -> dict[float, list[tuple]]:
     """The reference's height curves (cm) at the given SDS, over an age range (years), for the
     height chart of a follow-up: {sds: [(age, cm), ...]}, from rcpchgrowth."""

@@ -1,8 +1,10 @@
 """Follow-up across visits: the films of one child (one identifier, each with its study date)
-read as a series. Per visit the bone age, the chronological age and the height; between visits
-the change in bone age per year of chronological age, with its 90% interval from the two
-estimates' intervals (each interval's half-width / 1.645 as its SD, the two combined), and the
-height velocity. A child with one visit is no series."""
+read as a series. Per visit the bone age, its SDS and category, the chronological age, the
+height, the target height and the adult height predictions; between visits the change in bone
+age per year of chronological age, with its 90% interval from the two estimates' intervals (each
+interval's half-width / 1.645 as its SD, the two combined), read as a tempo only where that
+interval leaves out 1.0 (keeping pace), and the height velocity. A child with one visit is no
+series."""
 
 from __future__ import annotations
 
@@ -29,6 +31,20 @@ class Visit:
     interval_high_months: float | None
     height_cm: float | None = None
     height_sds: float | None = None
+    sds: float | None = None  # bone age SDS
+    category: str | None = None
+    target_height_cm: float | None = None
+    target_height_low_cm: float | None = None
+    target_height_high_cm: float | None = None
+    predicted_adult_height_cm: float | None = None  # Bayley-Pinneau
+    predicted_adult_height_low_cm: float | None = None
+    predicted_adult_height_high_cm: float | None = None
+    rwt_adult_height_cm: float | None = None  # Roche-Wainer-Thissen
+    rwt_adult_height_low_cm: float | None = None
+    rwt_adult_height_high_cm: float | None = None
+
+
+KEEPING_PACE = "not distinguishable from keeping pace (its 90% interval contains 1.0)"
 
 
 @dataclass
@@ -43,6 +59,7 @@ class Step:
     bone_age_per_year: float  # years of bone age per year of age (1.0: keeping pace)
     bone_age_per_year_low: float | None = None
     bone_age_per_year_high: float | None = None
+    tempo: str | None = None  # faster | slower than age, or KEEPING_PACE; None without interval
     height_velocity_cm_per_year: float | None = None
 
 
@@ -59,7 +76,7 @@ class Series:
             row = asdict(v)
             s = self.steps[i - 1] if i else None
             for key in ("years", "bone_age_change_months", "bone_age_per_year",
-                        "bone_age_per_year_low", "bone_age_per_year_high",
+                        "bone_age_per_year_low", "bone_age_per_year_high", "tempo",
                         "height_velocity_cm_per_year"):
                 row[f"since_last_{key}"] = getattr(s, key) if s else None
             out.append(row)
@@ -115,6 +132,8 @@ def step(a: Visit, b: Visit) -> Step:
         half = Z90 * math.sqrt(sds[0] ** 2 + sds[1] ** 2) / 12 / years
         s.bone_age_per_year_low = round(s.bone_age_per_year - half, 2)
         s.bone_age_per_year_high = round(s.bone_age_per_year + half, 2)
+        s.tempo = (KEEPING_PACE if s.bone_age_per_year_low <= 1.0 <= s.bone_age_per_year_high
+                   else "faster than age" if s.bone_age_per_year_low > 1.0 else "slower than age")
     if a.height_cm is not None and b.height_cm is not None:
         s.height_velocity_cm_per_year = round((b.height_cm - a.height_cm) / years, 1)
     return s
@@ -128,7 +147,12 @@ def _sd(v: Visit) -> float | None:
 
 def visit_of(result: Any, identifier: str, study_date: str) -> Visit:
     """A visit from a BoneAgeResult (inference/api.py)."""
+    same = {f: getattr(result, f) for f in (
+        "sds", "category", "target_height_cm", "target_height_low_cm", "target_height_high_cm",
+        "predicted_adult_height_cm", "predicted_adult_height_low_cm",
+        "predicted_adult_height_high_cm", "rwt_adult_height_cm", "rwt_adult_height_low_cm",
+        "rwt_adult_height_high_cm")}
     return Visit(identifier, study_date, result.file, result.sex,
                  result.chronological_age_months, result.bone_age_months,
                  result.interval_low_months, result.interval_high_months, result.height_cm,
-                 result.height_sds)
+                 result.height_sds, **same)
