@@ -161,3 +161,46 @@ def test_dicom_films_of_one_patient_make_a_series(model_path, tmp_path, capsys):
     assert json.loads((tmp_path / "r.followup.json").read_text()) == series
     assert [v["study_date"] for v in series[0]["visits"]] == ["2020-01-01", "2021-03-01"]
     assert series[0]["visits"][1]["since_last_years"] == pytest.approx(14 / 12, abs=0.01)
+
+
+def test_the_tempo_is_said_only_where_its_interval_allows():
+    """An interval that contains 1.0 cannot tell slow from fast: it is said as such."""
+    from boneage.clinical.followup import KEEPING_PACE
+
+    wide = build_series([visit("2022-06-01", 96, 96, 76, 116),
+                         visit("2023-06-01", 108, 111, 91, 131)])[0].steps[0]
+    assert wide.bone_age_per_year_low < 1.0 < wide.bone_age_per_year_high
+    assert wide.tempo == KEEPING_PACE
+    fast = build_series([visit("2020-06-01", 96, 90, 88, 92),
+                         visit("2024-06-01", 144, 160, 158, 162)])[0].steps[0]
+    assert fast.bone_age_per_year_low > 1.0 and fast.tempo == "faster than age"
+    slow = build_series([visit("2020-06-01", 96, 100, 98, 102),
+                         visit("2024-06-01", 144, 120, 118, 122)])[0].steps[0]
+    assert slow.bone_age_per_year_high < 1.0 and slow.tempo == "slower than age"
+    none = build_series([visit("2020-06-01", 96, 100), visit("2024-06-01", 144, 120)])
+    assert none[0].steps[0].tempo is None
+
+
+def test_the_followup_table_carries_the_target_the_sds_and_the_adult_height(tmp_path):
+    """With both parents' heights: the target and its range, the bone age SDS and the adult
+    height on every visit of the follow-up table, and the target on its PDF."""
+    pytest.importorskip("rcpchgrowth")
+    pypdf = pytest.importorskip("pypdf")
+    films = three_visits(tmp_path / "films")
+    assert main(["predict", *films, "--labels", str(tmp_path / "films" / "visits.csv"),
+                 "--followup", str(tmp_path / "fu.csv"), "--report", str(tmp_path / "pdf"),
+                 "--format", "csv", "--out", str(tmp_path / "r.csv")]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "fu.csv").read_text())))
+    per_film = {r["file"]: r for r in csv.DictReader(io.StringIO(
+        (tmp_path / "r.csv").read_text()))}
+    for r in rows:
+        assert float(r["target_height_cm"]) == pytest.approx(165.0)  # (165 + 178 - 13) / 2
+        assert float(r["target_height_low_cm"]) < 165 < float(r["target_height_high_cm"])
+        assert r["sds"] == per_film[r["file"]]["sds"] and r["category"]
+        assert r["predicted_adult_height_cm"] == per_film[r["file"]]["predicted_adult_height_cm"]
+    assert any(r["predicted_adult_height_cm"] for r in rows)
+    assert all(r["since_last_tempo"] for r in rows[1:])
+    text = pypdf.PdfReader(str(tmp_path / "pdf" / "bone-age-CHILD-7.followup.pdf")).pages[0]
+    text = " ".join(text.extract_text().split())
+    assert "Target height (mid-parental): 165.0 cm" in text
+    assert "Height chart" in text and "off by" in text

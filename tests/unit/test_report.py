@@ -100,3 +100,52 @@ def test_report_renders_with_the_film_at_its_shape(model_path, tmp_path):
     # the film's own proportions (1200:500) on the page, within 10%
     assert (rows.max() - rows.min()) / (cols.max() - cols.min()) == pytest.approx(2.4, rel=0.1)
     assert "wrapping" in text_of(pdf)
+
+
+def test_every_field_at_its_longest_keeps_the_chart(model_path, tmp_path):
+    """All heights, both adult heights, three long warnings, notes, a long identifier and a
+    non-Latin name: the page still holds the bone age chart (its +/-2 SD band drawn beside the
+    results) and every line of text, none of it under the foot."""
+    if not shutil.which("pdftoppm"):
+        pytest.skip("poppler-utils (pdftoppm) is not installed")
+    import cv2
+
+    from tests.conftest import ROOT
+
+    model = load_model(str(model_path))
+    film = np.full((1400, 1100), 90, np.uint8)
+    warnings = [f"warning number {k}: " + "a long plain-language warning that wraps " * 5
+                for k in (1, 2, 3)]
+    r = _result(chronological_age_months=130.0, difference_months=25.2, sds=1.4,
+                category="indeterminate", height_cm=140.0, height_sds=-0.39, weight_kg=33.0,
+                target_height_cm=176.5, target_height_low_cm=167.2, target_height_high_cm=186.7,
+                predicted_adult_height_cm=176.5, predicted_adult_height_low_cm=165.5,
+                predicted_adult_height_high_cm=205.8, rwt_adult_height_cm=177.6,
+                rwt_adult_height_low_cm=170.3, rwt_adult_height_high_cm=184.9,
+                growth_reference="UK-WHO", warnings=warnings,
+                notes=["category indeterminate: the 90% interval 138-172 months crosses the "
+                       "+2 SD line (150 months)", "target range: " + "a convention " * 12])
+    ident = "山田太郎 / Ærøskøbing-" + "X" * 90
+    pdf = pdf_report(model, r, film, None, identifier=ident, study_date="2026-11-02")
+    (tmp_path / "r.pdf").write_bytes(pdf)
+    subprocess.run(["pdftoppm", "-png", "-r", "60", "-singlefile", str(tmp_path / "r.pdf"),
+                    str(tmp_path / "page")], check=True)
+    page = cv2.imread(str(tmp_path / "page.png"))
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
+    cv2.imwrite(str(ROOT / "test-artifacts" / "report-longest.png"), page)
+    h, w = page.shape[:2]
+    b, g, rr = (page[..., k].astype(int) for k in range(3))
+    band = (abs(rr - 206) < 14) & (abs(g - 228) < 14) & (abs(b - 240) < 14)  # #9ecae1, alpha .5
+    assert band[:, w // 2:].sum() > 500, "no bone age chart on the page"
+    assert band[:, : w // 2].sum() < band[:, w // 2:].sum() / 10  # beside the results
+    text = " ".join(text_of(pdf).split())
+    for words in ("Bone age chart", "Adult height (BP)", "Adult height (RWT)", "Target height",
+                  "Weight", "warning number 1", "warning number 2", "warning number 3",
+                  "category indeterminate", "For research use only", "2026-11-02"):
+        assert words in text, words
+    # the foot (model line, disclaimer) is alone below 9% of the page: the last text line
+    # above it ends before it
+    dark = (page.min(axis=2) < 160)
+    foot = int(h * (1 - 0.09))
+    gap = dark[foot - int(0.012 * h): foot].any(axis=1)
+    assert not gap.all()

@@ -213,7 +213,7 @@ def pdf_report(model: BoneAgeModel, result: BoneAgeResult, film_pixels: np.ndarr
                f"File: {printable(Path(file_name or result.file).name)}"]
         if study_date:
             who.append(f"Study date: {study_date}")
-        who_lines = textwrap.wrap("     ".join(who), 105)
+        who_lines = textwrap.wrap("     ".join(who), 85)
         for k, line in enumerate(who_lines):
             fig.text(left, 0.93 - 0.014 * k, line, fontsize=9.5)
         # Fixed regions, so that nothing pushes the chart off the page: the film and its
@@ -376,6 +376,9 @@ def result_picture(model: BoneAgeModel, result: BoneAgeResult | None, film_pixel
                 for i, part in enumerate(textwrap.wrap(printable(w), 56)):
                     y = text(y, ("Warning: " if i == 0 else "  ") + part, fontsize=13,
                              color="#ffb347")
+            for n in result.notes:
+                for part in textwrap.wrap(printable(n), 62):
+                    y = text(y, part, fontsize=12, color="#cccccc")
         if heatmap_bgr is not None:
             y = text(y - line * 0.4, "Colour: regions that drove the estimate (Grad-CAM++)",
                      fontsize=12, color="#cccccc")
