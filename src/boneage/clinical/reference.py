@@ -49,7 +49,7 @@ def reference_range(male: bool) -> tuple[float, float]:
 
 
 def mean_curve(male: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chronological ages, mean skeletal ages, SDs) in months, for growth charts."""
+    """(chronological ages, mean skeletal ages, SDs) in months, for the bone age chart."""
     rows = np.array(reference()["male" if male else "female"], float)
     return rows[:, 0], rows[:, 1], rows[:, 2]
 

@@ -489,7 +489,7 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)],
 @v1.head("/reference", include_in_schema=False)
 @v1.get("/reference")
 async def reference_table() -> dict[str, Any]:
-    """The Greulich & Pyle / Brush Foundation table (for growth charts)."""
+    """The Greulich & Pyle / Brush Foundation table (for the bone age chart)."""
     from boneage.clinical.reference import reference
 
     return reference()

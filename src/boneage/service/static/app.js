@@ -1,5 +1,5 @@
 // The clinician's page: one or several films in; for each, the estimate, the film at its own
-// shape with its heatmap, the growth chart and a PDF report. Plain JavaScript, no external
+// shape with its heatmap, the bone age chart and a PDF report. Plain JavaScript, no external
 // libraries, works offline. Nothing typed here is stored beyond this tab.
 "use strict";
 const $ = (id) => document.getElementById(id);
