@@ -135,6 +135,44 @@ def resnet18_cbam(dropout: float = 0.2, upsample: float = 1.0) -> nn.Module:
     return FusionRegressor(body, feats, head=(256,), head_dropouts=(dropout,), upsample=upsample)
 
 
+def _lite(arch: str, dropout: float, upsample: float, freeze: int) -> nn.Module:
+    from boneage.models.efficientnet_lite import lite_features
+
+    body, feats = lite_features(arch, freeze)
+    return FusionRegressor(body, feats, head=(256,), head_dropouts=(dropout,), upsample=upsample)
+
+
+@register("efficientnet_lite0", "EfficientNet-Lite0 (4.7 M), ImageNet weights with `init: "
+          "imagenet` (extra .[pretrained]); sex MLP; head 256-1")
+def efficientnet_lite0(dropout: float = 0.2, upsample: float = 1.0, freeze: int = 0) -> nn.Module:
+    return _lite("efficientnet_lite0", dropout, upsample, freeze)
+
+
+@register("efficientnet_lite1", "EfficientNet-Lite1, ImageNet weights with `init: imagenet`; "
+          "sex MLP; head 256-1")
+def efficientnet_lite1(dropout: float = 0.2, upsample: float = 1.0, freeze: int = 0) -> nn.Module:
+    return _lite("efficientnet_lite1", dropout, upsample, freeze)
+
+
+@register("efficientnet_lite2", "EfficientNet-Lite2, ImageNet weights with `init: imagenet`; "
+          "sex MLP; head 256-1")
+def efficientnet_lite2(dropout: float = 0.2, upsample: float = 1.0, freeze: int = 0) -> nn.Module:
+    return _lite("efficientnet_lite2", dropout, upsample, freeze)
+
+
+PRETRAINED = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+
+
+def load_pretrained(model: nn.Module, arch: str) -> dict[str, Any]:
+    """ImageNet weights into a built network (`init: imagenet`); what the card records."""
+    if arch not in PRETRAINED:
+        raise BoneAgeError(f"init: imagenet: {arch} has no ImageNet weights here (those that "
+                           f"have: {', '.join(sorted(PRETRAINED))})")
+    from boneage.models.efficientnet_lite import load_imagenet
+
+    return load_imagenet(model, arch)
+
+
 @register("ensemble", "the mean of trained networks as one model (built from runs with "
           "`boneage ensemble`, not trained)")
 def ensemble(members: list[dict[str, Any]]) -> nn.Module:

