@@ -351,7 +351,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
 
     cal = calibrate_model(a.model, a.images, a.labels, a.subset, a.coverage, a.skip_invalid,
                           a.workers or 0, correct=a.correct, choose_views=a.choose_views,
-                          correction_weight=a.correction_weight, out=a.out)
+                          correction_weight=a.correction_weight, out=a.out, bands=a.by_band)
     plan = cal.get("tta")
     if plan and a.choose_views:
         c = plan["chosen_on"]
@@ -368,6 +368,9 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         for w, mae in corr["crossfit_mae"].items():
             mark = " <-" if float(w) == corr["weight"] else ""
             print(f"  {w:>5}: {mae:.2f}, {signed(young[w])}, {signed(old[w])}{mark}")
+    for row in (cal.get("bands") or {}).get("rows", []):
+        print(f"  {'+'.join(row['bands'])}: {row['n']} films, centre {row['shift']:+.3f}, "
+              f"q {row['q']:.3f}")
     print(f"calibrated on {cal['n']} films: q={cal['q']:.3f}, coverage "
           f"{cal['calibration_coverage']:.1%} (nominal {cal['coverage']:.0%}), mean width "
           f"{cal['calibration_mean_width']:.1f} months; stored in the model card"
@@ -383,6 +386,11 @@ def _parser_calibrate(sub) -> None:
     p.add_argument("--subset", choices=("train", "val", "test"),
                    help="only the films in this part of the model's run split (use val)")
     p.add_argument("--coverage", type=float, default=0.9, help="nominal coverage (0.9)")
+    p.add_argument("--by-band", action="store_true",
+                   help="an interval per age band of the estimate (under 2, 2-6, 6-10, 10-14, "
+                   "over 14 years; Mondrian conformal), centred on each band's bias, so that "
+                   "each band is covered 90%% and a band the model reads well gets a narrower "
+                   "interval (docs/prediction.md)")
     p.add_argument("--correct", action=argparse.BooleanOptionalAction, default=True,
                    help="fit a straight line per sex that undoes the pull of estimates towards "
                    "the mean (default on)")

@@ -185,3 +185,50 @@ def test_estimate_averages_the_plans_views_and_spreads_over_all():
     assert np.allclose(two.spread, every.spread) and np.allclose(two.single, every.views[:, 0])
     one = p.estimate(img, np.array([True, False]), tta=False)
     assert np.allclose(one.mean, every.views[:, 0]) and np.all(one.spread == 0)
+
+
+def test_calibration_by_age_band_covers_each_band_and_follows_its_bias():
+    """Mondrian conformal (issue #41): on films whose error is wide and biased at one age and
+    narrow at another, the all-ages interval over-covers one band and under-covers the other;
+    calibrated by band of the estimate, each band is covered 90% on fresh films, the narrow band
+    gets the narrow interval and the biased band's interval is centred on its bias."""
+    from boneage.inference.uncertainty import band_index, calibrate, interval
+
+    rng = np.random.default_rng(3)
+
+    def films(n):
+        m = rng.uniform(30, 200, n)
+        young = m < 72
+        s = np.full(n, 2.0)  # the views agree equally everywhere
+        err = np.where(young, rng.normal(4.0, 3.0, n), rng.normal(0.0, 12.0, n))
+        return m + err, m, s, young
+    y, m, s, young = films(6000)
+    y2, m2, s2, young2 = films(6000)
+    flat = calibrate(y, m, s)
+    banded = calibrate(y, m, s, bands=True)
+    lo, hi = interval(m2, s2, flat)
+    inside = (lo <= y2) & (y2 <= hi)
+    assert inside[young2].mean() > 0.97 and inside[~young2].mean() < 0.9
+    lo, hi = interval(m2, s2, banded)
+    inside = (lo <= y2) & (y2 <= hi)
+    for b in np.unique(band_index(m2)):
+        k = band_index(m2) == b
+        assert 0.87 <= inside[k].mean() <= 0.93, b
+    assert np.median((hi - lo)[young2]) < 0.5 * np.median((hi - lo)[~young2])
+    centre = ((lo + hi) / 2 - m2)[young2]
+    assert abs(np.median(centre) - 4.0) < 0.5  # follows the young band's +4 months bias
+    rows = banded["bands"]["rows"]
+    assert sum(r["n"] for r in rows) == 6000 and all(r["n"] >= 30 for r in rows)
+
+
+def test_a_band_with_few_films_joins_its_neighbour():
+    from boneage.inference.uncertainty import calibrate, interval
+
+    rng = np.random.default_rng(4)
+    m = np.concatenate([rng.uniform(2, 20, 5), rng.uniform(30, 200, 400)])  # 5 under 2 years
+    y = m + rng.normal(0, 8, len(m))
+    cal = calibrate(y, m, np.ones(len(m)), bands=True)
+    first = cal["bands"]["rows"][0]
+    assert first["bands"][:2] == ["0-2 y", "2-6 y"] and first["n"] >= 30
+    lo, hi = interval(np.array([10.0]), np.array([1.0]), cal)  # an infant reads that row
+    assert hi[0] - lo[0] == pytest.approx(2 * first["q"] * (1 + cal["eps"]), rel=1e-6)

@@ -80,7 +80,7 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
 
     lo = hi = None
     if has_interval(cal, tta):
-        lo, hi = interval(pred, est.spread, cal, tta)
+        lo, hi = interval(pred, est.spread, cal, tta, male)
         metrics["interval"] = interval_metrics(y, lo, hi, male, cal["coverage"])
     metrics.update(model=str(predictor.path), arch=predictor.card["arch"], labels=str(labels),
                    subset=subset, tta=tta, failed=len(errors))
@@ -93,6 +93,9 @@ def evaluate(model: str, images: str | None, labels: str, out: str | None = None
             header += ["interval_low_months", "interval_high_months"]
             rows = [[*row, round(float(a), 2), round(float(b), 2)]
                     for row, a, b in zip(rows, lo, hi, strict=True)]
+        if tta:  # the views' spread the interval scales with (to study other calibrations)
+            header.append("spread_months")
+            rows = [[*row, round(float(s), 3)] for row, s in zip(rows, est.spread, strict=True)]
         atomic_write_csv(outdir / "predictions.csv", header, rows)
         from boneage.evaluation.report import write_report
         from boneage.plots import evaluation_figures
@@ -148,8 +151,8 @@ def _chosen_plan(y: np.ndarray, est: Estimates) -> tuple[Estimates, dict[str, An
 def calibrate_model(model: str, images: str | None, labels: str, subset: str | None = None,
                     coverage: float = 0.9, skip_invalid: bool = False, workers: int = 0,
                     progress: bool = True, correct: bool = True, choose_views: bool = False,
-                    correction_weight: float | None = None, out: str | None = None
-                    ) -> dict[str, Any]:
+                    correction_weight: float | None = None, out: str | None = None,
+                    bands: bool = False) -> dict[str, Any]:
     """Choose the views the TTA estimate averages (with `choose_views`; else the card's plan
     stays), fit the regression-to-the-mean correction (unless `correct` is False; its weight
     chosen on these films unless `correction_weight` sets it), the 90%
@@ -187,7 +190,8 @@ def calibrate_model(model: str, images: str | None, labels: str, subset: str | N
         slope = np.where(male, corr["male"][1], corr["female"][1])
         est.mean, est.single = (apply_correction(v, male, corr) for v in (est.mean, est.single))
         est.spread = est.spread * np.abs(slope)
-    cal = calibrate(y, est.mean, est.spread, est.single, coverage, est.views.shape[1])
+    cal = calibrate(y, est.mean, est.spread, est.single, coverage, est.views.shape[1], bands,
+                    male)
     cal.update(labels=str(labels), subset=subset, failed=len(errors))
     card["calibration"] = cal
     if est.features is not None:

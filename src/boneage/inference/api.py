@@ -332,7 +332,7 @@ class BoneAgeModel:
         nov = novelty(est.features, ref) if ref and est.features is not None else None
         with_interval = has_interval(cal, self.tta)
         if with_interval:
-            lows, highs = interval(est.mean, est.spread, cal, self.tta)
+            lows, highs = interval(est.mean, est.spread, cal, self.tta, male)
         results = []
         for i, film in enumerate(films):
             ba = float(est.mean[i])

@@ -7,6 +7,13 @@ smallest. The interval for a new film is m +/- q (s + eps): wider where the augm
 disagree. Exchangeable films are then covered 90% of the time. The calibration is stored in the
 model card and needs only numpy at inference.
 
+By age band (`bands`, Mondrian conformal; issue #41): the films are grouped by sex (where
+given) and by the band their *estimate* falls in (under 2, 2-6, 6-10, 10-14, over 14 years;
+a band with fewer than MIN_BAND_FILMS calibration films joins its older neighbour) and each
+group gets its own q and its own centre (the median of (y - m) / (s + eps) there: the
+model's bias at that age, which the interval then follows). The estimate is a function of
+the film, so the 90% holds within each group, not only on average over ages and sexes.
+
 Which views a model makes, and which of them its estimate averages, is the card's `tta` plan
 (`TTAPlan`): the spread is taken over all the views, the estimate over the plan's. A card
 without one makes the 8 default views and averages them all. `choose_estimate_views` picks the
@@ -134,37 +141,128 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     return float(np.sort(scores)[k - 1])
 
 
-def _conformal(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, coverage: float
-               ) -> dict[str, Any]:
+BAND_EDGES = (24.0, 72.0, 120.0, 168.0)  # months: under 2, 2-6, 6-10, 10-14, over 14 years
+BAND_NAMES = ("0-2 y", "2-6 y", "6-10 y", "10-14 y", "14-20 y")
+MIN_BAND_FILMS = 30
+
+
+def band_index(months: np.ndarray, edges: tuple[float, ...] = BAND_EDGES) -> np.ndarray:
+    """The age band (0 = youngest) of each value in months."""
+    return np.searchsorted(np.asarray(edges, float), np.asarray(months, float), side="right")
+
+
+def _merged_bands(estimates: np.ndarray) -> list[list[int]]:
+    """The bands as groups of band indices: one with too few calibration films joins its older
+    neighbour (the oldest joins its younger one)."""
+    counts = np.bincount(band_index(estimates), minlength=len(BAND_NAMES))
+    groups: list[list[int]] = []
+    pending: list[int] = []
+    for b in range(len(counts)):
+        pending.append(b)
+        if sum(counts[pending]) >= MIN_BAND_FILMS:
+            groups.append(pending)
+            pending = []
+    if pending:
+        if groups:
+            groups[-1] += pending
+        else:
+            groups.append(pending)
+    return groups
+
+
+def _groups(mean: np.ndarray, male: np.ndarray | None) -> list[tuple[str | None, list[int]]]:
+    """(sex or None, merged bands) for every calibration group: by band of the estimate,
+    within each sex where the sexes are given."""
+    if male is None:
+        return [(None, g) for g in _merged_bands(mean)]
+    return [(sex, g) for sex, k in (("M", male), ("F", ~male)) for g in _merged_bands(mean[k])]
+
+
+def _members(mean: np.ndarray, male: np.ndarray | None, sex: str | None,
+             group: list[int], edges: tuple[float, ...] = BAND_EDGES) -> np.ndarray:
+    k = np.isin(band_index(mean, edges), group)
+    if sex is not None and male is not None:
+        k &= male if sex == "M" else ~male
+    return k
+
+
+def _conformal(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, coverage: float,
+               bands: bool = False, male: np.ndarray | None = None) -> dict[str, Any]:
     eps = max(float(np.median(spread)), 0.5)
-    q = conformal_quantile(np.abs(y - mean) / (spread + eps), coverage)
-    half = q * (spread + eps)
-    return {"q": round(q, 4), "eps": round(eps, 4),
-            "calibration_coverage": round(float(np.mean(np.abs(y - mean) <= half)), 4),
-            "calibration_mean_width": round(float(np.mean(2 * half)), 2)}
+    scale = spread + eps
+    out: dict[str, Any] = {"eps": round(eps, 4)}
+    if not bands:
+        out["q"] = round(conformal_quantile(np.abs(y - mean) / scale, coverage), 4)
+        half = out["q"] * scale
+        lo, hi = mean - half, mean + half
+    else:
+        rows = []
+        for sex, group in _groups(mean, male):
+            k = _members(mean, male, sex, group)
+            r = (y[k] - mean[k]) / scale[k]
+            shift = float(np.median(r))
+            rows.append({"bands": [BAND_NAMES[b] for b in group], "n": int(k.sum()),
+                         "shift": round(shift, 4),
+                         "q": round(conformal_quantile(np.abs(r - shift), coverage), 4)}
+                        | ({"sex": sex} if sex else {}))
+        out["q"] = max(r["q"] + abs(r["shift"]) for r in rows)  # a bound, for older readers
+        out["bands"] = {"by": "estimate" + (" and sex" if male is not None else ""),
+                        "edges_months": list(BAND_EDGES), "rows": rows}
+        lo, hi = _banded(mean, spread, out, male)
+    out["calibration_coverage"] = round(float(np.mean((lo <= y) & (y <= hi))), 4)
+    out["calibration_mean_width"] = round(float(np.mean(hi - lo)), 2)
+    return out
+
+
+def _banded(mean: np.ndarray, spread: np.ndarray, c: dict[str, Any],
+            male: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The interval of a calibration by band (and sex, where it has rows per sex)."""
+    edges = tuple(c["bands"]["edges_months"])
+    scale = np.asarray(spread, float) + c["eps"]
+    lo, hi = np.full(len(mean), np.nan), np.full(len(mean), np.nan)
+    for row in c["bands"]["rows"]:
+        sex = row.get("sex")
+        if sex is not None and male is None:
+            raise ValueError("this calibration is by sex: give each film's sex")
+        k = _members(mean, male, sex, [BAND_NAMES.index(b) for b in row["bands"]], edges)
+        lo[k] = mean[k] + (row["shift"] - row["q"]) * scale[k]
+        hi[k] = mean[k] + (row["shift"] + row["q"]) * scale[k]
+    return lo, hi
 
 
 def calibrate(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, single: np.ndarray | None = None,
-              coverage: float = 0.9, n_views: int = len(DEFAULT_TTA)) -> dict[str, Any]:
-    """The card's `calibration` entry, with the coverage and width it reaches on these films.
+              coverage: float = 0.9, n_views: int = len(DEFAULT_TTA), bands: bool = False,
+              male: np.ndarray | None = None) -> dict[str, Any]:
+    """The card's `calibration` entry, with the coverage and width it reaches on these films;
+    `bands`: a q and a centre per age band of the estimate (Mondrian, above), within each sex
+    where `male` is given.
 
     `single` (the unaugmented view's predictions) adds a constant-width interval for
     predictions made without TTA (faster, no spread to scale by)."""
     y, mean, spread = (np.asarray(a, float) for a in (y, mean, spread))
-    cal: dict[str, Any] = {"method": "split-conformal, |error| / (TTA spread + eps)",
-                           "coverage": coverage, "tta_views": n_views, "n": int(len(y)),
-                           **_conformal(y, mean, spread, coverage)}
+    male = None if male is None or not bands else np.asarray(male, bool)
+    method = "split-conformal, |error| / (TTA spread + eps)" + (
+        ", by age band of the estimate" + (" and sex" if male is not None else "")
+        + " (Mondrian), centred on each group's median" if bands else "")
+    cal: dict[str, Any] = {"method": method, "coverage": coverage, "tta_views": n_views,
+                           "n": int(len(y)), **_conformal(y, mean, spread, coverage, bands, male)}
     if single is not None:
-        cal["single"] = _conformal(y, np.asarray(single, float), np.zeros(len(y)), coverage)
+        cal["single"] = _conformal(y, np.asarray(single, float), np.zeros(len(y)), coverage,
+                                   bands, male)
     return cal
 
 
-def interval(mean: np.ndarray, spread: np.ndarray, cal: dict[str, Any], tta: bool = True
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """The calibrated interval; without TTA the constant-width one (see `has_interval`)."""
+def interval(mean: np.ndarray, spread: np.ndarray, cal: dict[str, Any], tta: bool = True,
+             male: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The calibrated interval; without TTA the constant-width one (see `has_interval`);
+    `male` (one per film) for a calibration by sex."""
     c = cal if tta else cal["single"]
-    half = c["q"] * (np.asarray(spread, float) + c["eps"])
-    return np.clip(mean - half, 0, None), mean + half
+    mean = np.asarray(mean, float)
+    if "bands" not in c:
+        half = c["q"] * (np.asarray(spread, float) + c["eps"])
+        return np.clip(mean - half, 0, None), mean + half
+    lo, hi = _banded(mean, spread, c, None if male is None else np.asarray(male, bool))
+    return np.clip(lo, 0, None), hi
 
 
 def has_interval(cal: dict[str, Any] | None, tta: bool) -> bool:
