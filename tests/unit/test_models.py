@@ -15,6 +15,10 @@ from boneage.models.registry import MODELS, build_model, count_parameters  # noq
 
 EXPECTED = {"densenet121": 7.1e6, "densenet121_cbam": 7.3e6, "resnet34_cbam": 22.6e6,
             "resnet18": 11.3e6, "resnet18_cbam": 11.4e6}
+# EfficientNet-Lite: the published sizes (4.7 / 5.4 / 6.1 M) less the 1000-class head
+# (1280 x 1000 + 1000) plus the sex MLP and the 256-1 head (about 0.33 M)
+EXPECTED |= {f"efficientnet_lite{k}": total - 1.281e6 + 0.33e6
+             for k, total in ((0, 4.7e6), (1, 5.4e6), (2, 6.1e6))}
 
 
 @pytest.mark.parametrize("name", sorted(set(MODELS) - {"ensemble"}))  # test_ensemble.py
