@@ -27,18 +27,26 @@ TARGET_RANGE_NOTE = ("target range: the mid-parental height SDS +/-1.4 SD of adu
                      "Tanner et al. 1970 that many clinicians use)")
 
 
-def check_height(value: Any, what: str = "height", adult: bool = False) -> float | None:
-    """A height in centimetres, or None when not given; one clear line for metres, inches
-    and absurd values."""
+def _positive(value: Any, what: str, unit: str) -> float | None:
+    """A positive finite number, or None when not given; one line naming the unit otherwise."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
-        cm = float(value)
+        x = float(value)
     except (TypeError, ValueError):
-        raise BoneAgeError(f"{what} must be a number of centimetres, got {value!r}") from None
+        raise BoneAgeError(f"{what} must be a number of {unit}, got {value!r}") from None
+    if not math.isfinite(x) or x <= 0:
+        raise BoneAgeError(f"{what} must be a positive number of {unit}, got {value!r}")
+    return x
+
+
+def check_height(value: Any, what: str = "height", adult: bool = False) -> float | None:
+    """A height in centimetres, or None when not given; one clear line for metres, inches
+    and absurd values."""
+    cm = _positive(value, what, "centimetres")
+    if cm is None:
+        return None
     lo, hi = PARENT_CM if adult else CHILD_CM
-    if not math.isfinite(cm) or cm <= 0:
-        raise BoneAgeError(f"{what} must be a positive number of centimetres, got {value!r}")
     if cm < 3:
         raise BoneAgeError(f"{what} {cm:g} looks like metres: give centimetres ({cm * 100:g})")
     if not lo <= cm <= hi:
@@ -50,14 +58,9 @@ def check_height(value: Any, what: str = "height", adult: bool = False) -> float
 def check_weight(value: Any, what: str = "weight") -> float | None:
     """A weight in kilograms, or None when not given; one clear line for grams, pounds and
     absurd values."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    kg = _positive(value, what, "kilograms")
+    if kg is None:
         return None
-    try:
-        kg = float(value)
-    except (TypeError, ValueError):
-        raise BoneAgeError(f"{what} must be a number of kilograms, got {value!r}") from None
-    if not math.isfinite(kg) or kg <= 0:
-        raise BoneAgeError(f"{what} must be a positive number of kilograms, got {value!r}")
     lo, hi = CHILD_KG
     if kg > 1000:
         raise BoneAgeError(f"{what} {kg:g} looks like grams: give kilograms ({kg / 1000:g})")
