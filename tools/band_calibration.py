@@ -21,8 +21,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from interval_bands import read  # noqa: E402
@@ -70,5 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.seterr(all="raise")
     main()

@@ -142,27 +142,11 @@ class Writer:
 
 
 def growth_lines(r: BoneAgeResult) -> list[str]:
-    """The growth figures of a result in one line each (the table output's second lines)."""
-    def span(lo: float | None, hi: float | None) -> str:
-        return f" (90%: {lo:.1f}-{hi:.1f})" if lo is not None else ""
-    out = []
-    if r.height_cm is not None:
-        sds = f", SDS {r.height_sds:+.2f}" if r.height_sds is not None else ""
-        weight = f"; weight {r.weight_kg:.1f} kg" if r.weight_kg is not None else ""
-        out.append(f"height {r.height_cm:.1f} cm{sds} ({r.growth_reference}){weight}")
-    if r.target_height_cm is not None:
-        rng = (f", range {r.target_height_low_cm:.1f}-{r.target_height_high_cm:.1f}"
-               if r.target_height_low_cm is not None else "")
-        out.append(f"target height {r.target_height_cm:.1f} cm{rng} (mid-parental)")
-    if r.predicted_adult_height_cm is not None:
-        out.append(f"adult height {r.predicted_adult_height_cm:.1f} cm"
-                   f"{span(r.predicted_adult_height_low_cm, r.predicted_adult_height_high_cm)}"
-                   " (Bayley-Pinneau)")
-    if r.rwt_adult_height_cm is not None:
-        out.append(f"adult height {r.rwt_adult_height_cm:.1f} cm"
-                   f"{span(r.rwt_adult_height_low_cm, r.rwt_adult_height_high_cm)}"
-                   " (Roche-Wainer-Thissen, stature at 18)")
-    return out
+    """The growth figures of a result in one line each (the table output's second lines),
+    worded as the PDF report's rows."""
+    from boneage.inference.report import growth_rows
+
+    return [f"{label[0].lower()}{label[1:]} {value}" for label, value in growth_rows(r)]
 
 
 @dataclass

@@ -31,7 +31,9 @@ DISCLAIMER = ("For research use only. Not a medical device: this estimate has no
 INTERVAL_NOTE = ("90% interval: on films the model had not seen, the true bone age fell inside "
                  "such an interval 9 times in 10 (split-conformal calibration).")
 SDS_NOTE = ("SDS: (bone age - chronological age) / the Greulich & Pyle / Brush Foundation SD for "
-            "the child's age and sex; below -2 is delayed, above +2 advanced.")
+            "the child's age and sex. Category: delayed or advanced only where the whole 90% "
+            "interval lies below -2 or above +2 SD, normal only where it lies within; "
+            "otherwise indeterminate.")
 
 
 # TrueType fonts tried after matplotlib's own DejaVu Sans (Latin, Greek, Cyrillic, Armenian,
@@ -159,6 +161,12 @@ def result_rows(result: BoneAgeResult) -> list[tuple[str, str]]:
             rows += [("SDS", f"{result.sds:+.2f}"), ("Category", str(result.category))]
         else:
             rows.append(("SDS", "not given (see the warnings)"))
+    return rows + growth_rows(result)
+
+
+def growth_rows(result: BoneAgeResult) -> list[tuple[str, str]]:
+    """The growth figures of a result (the report's rows, the table output's second lines)."""
+    rows = []
     if result.height_cm is not None:
         sds = f", SDS {result.height_sds:+.2f}" if result.height_sds is not None else ""
         rows.append(("Height", f"{result.height_cm:.1f} cm{sds} ({result.growth_reference})"))
@@ -175,7 +183,7 @@ def result_rows(result: BoneAgeResult) -> list[tuple[str, str]]:
     if result.rwt_adult_height_cm is not None:
         rows.append(("Adult height (RWT)", f"{result.rwt_adult_height_cm:.1f} cm"
                      + _span(result.rwt_adult_height_low_cm, result.rwt_adult_height_high_cm)
-                     + ", Roche-Wainer-Thissen"))
+                     + ", Roche-Wainer-Thissen, stature at 18"))
     return rows
 
 
