@@ -614,6 +614,7 @@ def cmd_dicom_node(a: argparse.Namespace) -> int:
     import threading
 
     _dicom_extras()
+    from boneage.dicomnode.guard import Limits
     from boneage.dicomnode.node import Destination, Node, check_ae_title, quiet_pynetdicom
     from boneage.dicomnode.spool import Spool
     from boneage.inference.api import load_model
@@ -632,7 +633,10 @@ def cmd_dicom_node(a: argparse.Namespace) -> int:
     node = Node(model, spool, destination, ae_title=a.ae_title, host=a.host, port=a.port,
                 uid_root=root, allow_aets=a.allow_aet, allow_hosts=a.allow_host,
                 retry_max=a.retry_max, heatmap=not a.no_heatmap,
-                max_associations=a.max_associations)
+                max_associations=a.max_associations,
+                limits=Limits(max_pdu_bytes=a.max_pdu_kb << 10,
+                              max_dataset_bytes=a.max_film_mb << 20,
+                              pdu_seconds=a.pdu_timeout, max_per_host=a.max_per_host))
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
@@ -668,6 +672,17 @@ def _parser_dicom_node(sub) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"))
     p.add_argument("--max-associations", type=_bounded(int, 1, 1000), default=32,
                    help="senders served at once (default 32; each holds one film in memory)")
+    p.add_argument("--max-per-host", type=_bounded(int, 1, 1000), default=8,
+                   help="associations open at once from one address (default 8)")
+    p.add_argument("--max-film-mb", type=_bounded(int, 1, 4096), default=256,
+                   help="largest film (data set) received, counted as it arrives; a larger "
+                   "one aborts the association (default 256)")
+    p.add_argument("--max-pdu-kb", type=_bounded(int, 16, 65536), default=1024,
+                   help="largest PDU a peer may send; a header claiming more aborts the "
+                   "association before it is read (default 1024)")
+    p.add_argument("--pdu-timeout", type=_bounded(float, 0.5, 3600), default=10.0,
+                   metavar="SECONDS", help="a PDU must arrive whole this long after its first "
+                   "byte (default 10)")
     p.add_argument("--no-heatmap", action="store_true",
                    help="result images without the heatmap (faster)")
     p.add_argument("--no-tta", action="store_true", help="one view instead of 8 (faster)")

@@ -59,7 +59,11 @@ def _parse_age(value: str) -> float | None:
 
 
 def _parse_date(value: str) -> date | None:
-    v = (value or "").strip()
+    """DA (YYYYMMDD), or the old ACR-NEMA form some modalities still write (YYYY.MM.DD,
+    YYYY-MM-DD); None for anything else, such as 20200230."""
+    v = (value or "").strip().replace("-", "").replace(".", "")
+    if len(v) != 8 or not v.isdigit():
+        return None
     try:
         return date(int(v[:4]), int(v[4:6]), int(v[6:8]))
     except (ValueError, IndexError):
@@ -89,9 +93,10 @@ def _check_inflated_size(data: bytes, name: str) -> None:
         raise BoneAgeError(f"{name}: corrupt deflated DICOM") from None
 
 
-def _check_header(ds, name: str) -> None:
+def _check_header(ds, name: str, header_only: bool = False) -> None:
     """frames x rows x columns x samples x bytes per sample against one budget, from the
-    header alone; and a size that a radiograph can have."""
+    header alone; and a size that a radiograph can have (`header_only`: `ds` was read without
+    its pixels, as the DICOM node reads a film before acknowledging it)."""
     from boneage.data.images import _check_pixels
 
     def num(tag: str, default: int) -> int:
@@ -103,7 +108,8 @@ def _check_header(ds, name: str) -> None:
     rows, cols = num("Rows", 0), num("Columns", 0)
     frames, samples = num("NumberOfFrames", 1), num("SamplesPerPixel", 1)
     bits = num("BitsAllocated", 16)
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    if not header_only and not any(
+            k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise BoneAgeError(f"{name}: DICOM holds no image (no pixel data)")
     if rows * cols == 0:
         raise BoneAgeError(f"{name}: DICOM holds no image (no rows or columns)")

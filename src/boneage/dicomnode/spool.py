@@ -80,7 +80,11 @@ class Spool:
 
     def recover(self) -> int:
         """After a stop: results staged for a film that has left incoming/ go to the outbox;
-        those of a film still waiting are dropped (it will be assessed again)."""
+        those of a film still waiting are dropped (it will be assessed again); a file half
+        written when the node was killed (never acknowledged, never posted) is removed."""
+        for folder in (self.incoming, self.outbox, *self.staging.iterdir()):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                tmp.unlink(missing_ok=True)
         released = 0
         for stage in sorted(p for p in self.staging.iterdir() if p.is_dir()):
             if (self.incoming / f"{stage.name}.dcm").exists():

@@ -139,6 +139,73 @@ def source_header(data: bytes, name: str = "film") -> Any:
     return ds
 
 
+_TEXT = {"PatientName": ("PN", 64), "ReferringPhysicianName": ("PN", 64),
+         "PatientID": ("LO", 64), "AccessionNumber": ("SH", 16), "StudyID": ("SH", 16),
+         "StudyDescription": ("LO", 64)}
+
+
+def result_source(header: Any) -> Any:
+    """What the results copy from a film, each value valid for its VR or left empty: films
+    from real modalities carry ISO 2022 character sets, PatientSex `m`, dates like 2011-03-04
+    or 20200230, names longer than 64 characters, CR/LF and NUL bytes, which the SR library
+    refuses or which a validator flags in the results. Text is re-encoded as UTF-8; a date in
+    the old dashed form is mended; anything else invalid is dropped, never guessed."""
+    from pydicom.dataset import Dataset
+
+    out = Dataset()
+    for key in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(out, key, str(header.get(key, "") or ""))
+    out.Modality = _code(header, "Modality", {"CR", "DX", "OT", "RG", "XC", "DR"}) or "OT"
+    out.PatientSex = _code(header, "PatientSex", {"M", "F", "O"})
+    for key in ("PatientBirthDate", "StudyDate"):
+        setattr(out, key, _date(header.get(key)))
+    out.StudyTime = _time(header.get("StudyTime"))
+    for key, (vr, most) in _TEXT.items():
+        if key in TYPE_2 or header.get(key):
+            setattr(out, key, _text(header.get(key), vr, most))
+    laterality = _code(header, "Laterality", {"R", "L"}) or _code(header, "ImageLaterality",
+                                                                   {"R", "L"})
+    if laterality:
+        out.Laterality = laterality
+    for key in ("InstanceNumber", "NumberOfFrames"):
+        number = _number(header, key, 0)
+        if 0 < number < 2**31:
+            setattr(out, key, number)
+    if any(not str(getattr(out, k, "")).isascii() for k in _TEXT):
+        out.SpecificCharacterSet = "ISO_IR 192"
+    return out
+
+
+def _code(ds: Any, key: str, allowed: set[str]) -> str:
+    value = str(ds.get(key, "") or "").strip().upper()
+    return value if value in allowed else ""
+
+
+def _date(value: Any) -> str:
+    from boneage.data.dicom import _parse_date
+
+    day = _parse_date(str(value or ""))
+    return day.strftime("%Y%m%d") if day else ""
+
+
+def _time(value: Any) -> str:
+    import re
+
+    text = str(value or "").strip()
+    m = re.fullmatch(r"([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?", text)
+    return text if m else ""
+
+
+def _text(value: Any, vr: str, most: int) -> str:
+    """A string value with no control characters, each PN group or the whole value cut to
+    its VR's length."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(value or "")).strip()
+    text = text.replace("\\", " ")
+    if vr == "PN":
+        return "=".join(group[:most] for group in text.split("=")[:3])
+    return text[:most]
+
+
 def _number(ds: Any, key: str, default: int = 1) -> int:
     try:
         return int(ds.get(key, default) or default)
@@ -147,7 +214,8 @@ def _number(ds: Any, key: str, default: int = 1) -> int:
 
 
 def structured_report(source: Any, result: Any | None, model_name: str, model_version: str,
-                      reason: str | None = None, uid_root: str = UID_ROOT) -> Any:
+                      reason: str | None = None, uid_root: str = UID_ROOT,
+                      revision: str = "") -> Any:
     """The TID 1500 measurement report for one film (`result` a BoneAgeResult, or None with the
     reason for a film not assessed)."""
     import highdicom as hd
@@ -172,7 +240,7 @@ def structured_report(source: Any, result: Any | None, model_name: str, model_ve
 
     c = _codes()
     sop = str(source.SOPInstanceUID)
-    image = [SourceImageForMeasurement.from_source_image(source)]
+    image = [SourceImageForMeasurement(str(source.SOPClassUID), sop)]
     algorithm = AlgorithmIdentification(name=f"boneage {model_name}"[:64],
                                         version=str(model_version)[:64])
     measurements = []
@@ -231,7 +299,7 @@ def structured_report(source: Any, result: Any | None, model_name: str, model_ve
         evidence=[source], content=report[0],
         series_instance_uid=derived_uid(uid_root, study, "sr-series", model_version),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=derived_uid(uid_root, sop, "sr", model_version),
+        sop_instance_uid=derived_uid(uid_root, sop, "sr", model_version, revision),
         instance_number=_number(source, "InstanceNumber"), manufacturer=MANUFACTURER,
         is_complete=True, is_final=False, is_verified=False,
         series_description="Bone age (boneage), structured",
@@ -245,7 +313,7 @@ def structured_report(source: Any, result: Any | None, model_name: str, model_ve
 
 
 def capture_image(source: Any, picture_rgb: np.ndarray, model_version: str,
-                  uid_root: str = UID_ROOT) -> Any:
+                  uid_root: str = UID_ROOT, revision: str = "") -> Any:
     """The result picture as a Secondary Capture image in the film's study, referencing it."""
     from highdicom.sc import SCImage
     from pydicom.dataset import Dataset
@@ -259,7 +327,7 @@ def capture_image(source: Any, picture_rgb: np.ndarray, model_version: str,
         patient_orientation=("L", "F"),
         series_instance_uid=derived_uid(uid_root, study, "sc-series", model_version),
         series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=derived_uid(uid_root, sop, "sc", model_version),
+        sop_instance_uid=derived_uid(uid_root, sop, "sc", model_version, revision),
         instance_number=_number(source, "InstanceNumber"), manufacturer=MANUFACTURER,
         transfer_syntax_uid="1.2.840.10008.1.2.1")
     sc.SeriesDescription = "Bone age (boneage), result image"
@@ -271,7 +339,7 @@ def capture_image(source: Any, picture_rgb: np.ndarray, model_version: str,
     sc.SourceImageSequence = Sequence([ref])
     sc.BurnedInAnnotation = "YES"
     # the film's laterality where it has one (type 2C for a paired part such as a hand)
-    sc.Laterality = str(source.get("Laterality", "") or source.get("ImageLaterality", "") or "")
+    sc.Laterality = str(source.get("Laterality", "") or "")
     return sc
 
 
@@ -283,11 +351,16 @@ def result_instances(model: Any, source: Any, result: Any | None, film_pixels: n
 
     version = str(model.card.get("version", "0"))
     picture = result_picture(model, result, film_pixels, heatmap_bgr, reason)
+    # a film sent again with the same SOP Instance UID but a corrected header (the sex, the
+    # dates) gets new result instances: a PACS keeps an instance it has, whatever comes later
+    revision = "|".join(str(source.get(k, "") or "").strip() for k in (
+        "PatientSex", "PatientBirthDate", "StudyDate", "PatientAge"))
+    source = result_source(source)
     with warnings.catch_warnings():  # highdicom's advice on the film's own names, not ours
         warnings.simplefilter("ignore")
         return DicomResults(structured_report(source, result, model.name, version, reason,
-                                              uid_root),
-                            capture_image(source, picture, version, uid_root))
+                                              uid_root, revision),
+                            capture_image(source, picture, version, uid_root, revision))
 
 
 def encode(ds: Any) -> bytes:

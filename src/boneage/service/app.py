@@ -20,6 +20,7 @@ mid-body is one INFO line.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
 import threading
@@ -50,8 +51,9 @@ log = logging.getLogger("boneage.service")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
 BODY_IDLE_S = 20.0  # the longest pause allowed between two pieces of a request body
 BODY_TOTAL_S = 300.0  # the longest a whole body may take to arrive
-MIN_RATE = 4096  # bytes per second a body must average once BODY_GRACE_S have passed
+MIN_RATE = 4096  # bytes per second a body must keep up, over any RATE_WINDOW_S, after the grace
 BODY_GRACE_S = 10.0
+RATE_WINDOW_S = 10.0  # a fast start does not buy a slow tail
 MIN_SIDE_DOC = (f"at least {MIN_SIDE} x {MIN_SIDE} pixels, at most {MAX_PIXELS // 10**6} "
                 "megapixels")  # the limits data/images.py enforces
 SECURITY_HEADERS = {
@@ -192,9 +194,10 @@ async def read_body(request: Request, limit: int, budget: ByteBudget | None = No
                     held: list[int] | None = None) -> bytes:
     """The request body, counted as it arrives: 413 as soon as it passes `limit` (whatever
     Content-Length says, or without one), 503 when the server's body budget is spent, 408 when
-    it stalls, arrives slower than MIN_RATE on average after BODY_GRACE_S, or takes longer
-    than BODY_TOTAL_S. `held[0]` counts what it took from `budget` (the caller gives it back
-    when the request is done)."""
+    it stalls, arrives slower than MIN_RATE over the last RATE_WINDOW_S once BODY_GRACE_S
+    have passed (a client that sends all but the last bytes and then trickles holds its
+    budget seconds, not minutes), or takes longer than BODY_TOTAL_S. `held[0]` counts what it
+    took from `budget` (the caller gives it back when the request is done)."""
     from starlette.requests import ClientDisconnect
 
     length = request.headers.get("content-length")
@@ -202,6 +205,7 @@ async def read_body(request: Request, limit: int, budget: ByteBudget | None = No
         raise HTTPError(413, f"upload over the limit of {limit // 2**20} MB")
     body = bytearray()
     start = time.monotonic()
+    marks = collections.deque([(start, 0)])  # (time, bytes so far), the window's start first
     chunks = request.stream().__aiter__()
     while True:
         try:
@@ -220,10 +224,14 @@ async def read_body(request: Request, limit: int, budget: ByteBudget | None = No
         body += chunk
         if len(body) > limit:
             raise HTTPError(413, f"upload over the limit of {limit // 2**20} MB")
-        elapsed = time.monotonic() - start
-        if elapsed > BODY_TOTAL_S:
+        now = time.monotonic()
+        if now - start > BODY_TOTAL_S:
             raise HTTPError(408, "the request body took too long to arrive")
-        if elapsed > BODY_GRACE_S and len(body) < MIN_RATE * elapsed:
+        marks.append((now, len(body)))
+        while len(marks) > 1 and marks[1][0] <= now - RATE_WINDOW_S:
+            marks.popleft()
+        since, then = marks[0]
+        if now - start > BODY_GRACE_S and len(body) - then < MIN_RATE * (now - since):
             raise HTTPError(408, f"the request body arrives too slowly (under "
                             f"{MIN_RATE // 1024} kB/s)")
     return bytes(body)
