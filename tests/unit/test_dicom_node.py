@@ -6,11 +6,7 @@ absent (.ci/run installs them)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -23,174 +19,23 @@ pytest.importorskip("highdicom")
 
 from boneage.data.synthetic import synthetic_film  # noqa: E402
 from boneage.errors import BoneAgeError  # noqa: E402
+from tests.dicom_helpers import (  # noqa: E402
+    ROUTING,
+    SECRETS,
+    Node,
+    StoreSCP,
+    _listening,
+    errors_of,
+    films,
+    free_port,
+    measured,
+    predicted,
+    storescu,
+    texts,
+    tool,
+    wait_for,
+)
 from tests.helpers import dicom_bytes, write_dicom  # noqa: E402
-
-BIRTH, STUDY = "20100301", "20200615"  # 123.5 months
-SECRETS = ("Doe^Jane", "PID-4711", "ACC-4711", BIRTH)
-ROUTING = Path(__file__).resolve().parents[2] / "docs" / "orthanc" / "route-hands.lua"
-
-
-def tool(name: str) -> str:
-    """The Debian tool on PATH (or /usr/sbin): for storescu, storescp and echoscu dcmtk's own,
-    not the same-named pynetdicom scripts a virtual environment's bin puts first."""
-    folders = [*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin"]
-    for folder in folders:
-        path = Path(folder) / name
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            continue
-        if name.endswith(("scu", "scp")):
-            with open(path, "rb") as f:
-                if f.read(2) == b"#!":  # a Python entry point (pynetdicom's apps)
-                    continue
-        return str(path)
-    pytest.skip(f"{name} is not installed (Debian: see .ci/run)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check, timeout: float = 60.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def films(folder: Path, n: int, sex: str = "F") -> list[Path]:
-    """n synthetic hand films as DX DICOMs of one patient (one study each)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        film, _ = synthetic_film(height=320, width=256, seed=40 + i)
-        out.append(write_dicom(folder / f"film{i}.dcm", film.astype(np.uint16) * 16, sex=sex,
-                               age=None, birth=BIRTH, study=STUDY))
-    return out
-
-
-def errors_of(path: Path) -> list[str]:
-    """dciodvfy's error lines for one file (warnings are allowed)."""
-    run = subprocess.run([tool("dciodvfy"), str(path)], capture_output=True, text=True)
-    return [ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("Error")]
-
-
-def measured(sr, code: str) -> float | None:
-    """The numeric value of the content item with concept `code`, anywhere in the SR."""
-    for item in sr.get("ContentSequence", []):
-        if item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == code:
-            m = item.MeasuredValueSequence[0]
-            assert m.MeasurementUnitsCodeSequence[0].CodeValue in ("mo", "1")
-            return float(m.NumericValue)
-        found = measured(item, code)
-        if found is not None:
-            return found
-    return None
-
-
-def texts(sr) -> list[str]:
-    out = []
-    for item in sr.get("ContentSequence", []):
-        if item.ValueType == "TEXT":
-            out.append(item.TextValue)
-        elif item.ValueType == "CODE":
-            out.append(item.ConceptCodeSequence[0].CodeMeaning)
-        out += texts(item)
-    return out
-
-
-class Node:
-    """`boneage dicom-node` as a process, as a department runs it."""
-
-    def __init__(self, model: Path, spool: Path, send_to: str, log: Path, *extra: str,
-                 env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.args = [sys.executable, "-m", "boneage", "dicom-node", "--port", str(self.port),
-                     "--host", "127.0.0.1", "--send-to", send_to, "--spool", str(spool),
-                     "--model", str(model), "--retry-max", "1", *extra]
-        self.log, self.env = log, {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Node:
-        self.proc = subprocess.Popen(self.args, stdout=self.log.open("a"),
-                                     stderr=subprocess.STDOUT, env=self.env)
-        try:
-            wait_for(lambda: _listening(self.port) or self.proc.poll() is not None, 90,
-                     "the node")
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def echo(self, aet: str = "ECHOSCU") -> bool:
-        return subprocess.run([tool("echoscu"), "-aet", aet, "-aec", "BONEAGE", "127.0.0.1",
-                               str(self.port)], capture_output=True).returncode == 0
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-class StoreSCP:
-    """dcmtk's storescp as the destination, files named by SOP Instance UID."""
-
-    def __init__(self, folder: Path, log: Path) -> None:
-        self.folder, self.log, self.port = folder, log, free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> StoreSCP:
-        self.proc = subprocess.Popen([tool("storescp"), "-v", "-aet", "DEST", "-od",
-                                      str(self.folder), "-uf", "-fe", ".dcm", str(self.port)],
-                                     stdout=self.log.open("a"), stderr=subprocess.STDOUT)
-        wait_for(lambda: _listening(self.port), 20, "storescp")
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.folder.iterdir() if p.suffix == ".dcm")
-
-    def stores(self) -> list[str]:
-        """One line per instance stored (a result sent twice shows twice)."""
-        return [ln for ln in self.log.read_text().splitlines() if "storing DICOM file" in ln]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def storescu(port: int, *files: Path, aet: str = "STORESCU", propose: tuple[str, ...] = ()
-             ) -> subprocess.CompletedProcess:
-    """One association, every file (`propose`: storescu's options for the transfer syntax
-    it proposes, such as -xr for RLE)."""
-    return subprocess.run([tool("storescu"), "-aet", aet, "-aec", "BONEAGE", *propose,
-                           "127.0.0.1", str(port), *map(str, files)], capture_output=True,
-                          text=True)
-
-
-def predicted(model: Path, film: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "boneage", "predict", str(film), "--model",
-                          str(model), "--format", "json"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 # ------------------------------------------------------------------------- the results
@@ -360,22 +205,34 @@ def test_orthanc_sends_a_film_and_gets_both_results_in_the_same_study(model_path
     try:
         wait_for(lambda: _listening(http_port), 30, "Orthanc")
         node.start()
-        film, routed = films(tmp_path / "in", 2)
-        uploaded = rest("/instances", film.read_bytes())  # REST: not routed by the rule
+        film, routed, sibling = films(tmp_path / "in", 3)
+        ds = pydicom.dcmread(sibling)  # a second film of the same study and series
+        first = pydicom.dcmread(film)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, first.SeriesInstanceUID
+        ds.save_as(sibling)
+        uploaded = [rest("/instances", f.read_bytes()) for f in (film, sibling)]  # not routed
         job = rest("/modalities/boneage/store",
-                   json.dumps({"Resources": [uploaded["ID"]]}).encode())
-        assert job["InstancesCount"] == 1 and job["FailedInstancesCount"] == 0
-        study = rest(f"/instances/{uploaded['ID']}/study")["ID"]
-        instances = wait_for(lambda: (lambda i: i if len(i) == 3 else None)(
-            rest(f"/studies/{study}/instances")), 120, "the results in Orthanc")
-        got = {}
+                   json.dumps({"Resources": [u["ID"] for u in uploaded]}).encode())
+        assert job["InstancesCount"] == 2 and job["FailedInstancesCount"] == 0
+        study = rest(f"/instances/{uploaded[0]['ID']}/study")["ID"]
+        # each film its own SR and SC: a UID derived from the study would make the PACS keep
+        # one report of the two
+        instances = wait_for(lambda: (lambda i: i if len(i) == 6 else None)(
+            rest(f"/studies/{study}/instances")), 120, "both films' results in Orthanc")
+        got: dict[str, list] = {}
         for inst in instances:
             data = rest(f"/instances/{inst['ID']}/file")
             ds = pydicom.dcmread(__import__("io").BytesIO(data))
-            (tmp_path / f"{ds.Modality}.dcm").write_bytes(data)
-            got[ds.Modality] = ds
-        assert set(got) == {"DX", "SR", "OT"}
-        for kind in ("SR", "OT"):
+            (tmp_path / f"{ds.Modality}{len(got.get(ds.Modality, []))}.dcm").write_bytes(data)
+            got.setdefault(ds.Modality, []).append(ds)
+        assert {k: len(v) for k, v in got.items()} == {"DX": 2, "SR": 2, "OT": 2}
+        refs = sorted(str(sr.CurrentRequestedProcedureEvidenceSequence[0]
+                          .ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+                          .ReferencedSOPInstanceUID) for sr in got["SR"])
+        assert refs == sorted(str(d.SOPInstanceUID) for d in got["DX"])
+        got = {k: v[0] if k != "SR" else next(
+            sr for sr in v if str(first.SOPInstanceUID) in str(sr)) for k, v in got.items()}
+        for kind in ("SR0", "SR1", "OT0", "OT1"):
             assert errors_of(tmp_path / f"{kind}.dcm") == []
         assert abs(measured(got["SR"], "85151-9")
                    - predicted(model_path, film)["bone_age_months"]) < 0.1

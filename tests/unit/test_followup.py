@@ -204,3 +204,15 @@ def test_the_followup_table_carries_the_target_the_sds_and_the_adult_height(tmp_
     text = " ".join(text.extract_text().split())
     assert "Target height (mid-parental): 165.0 cm" in text
     assert "Height chart" in text and "off by" in text
+
+
+def test_visits_given_by_dates_alone_make_a_series():
+    """No chronological ages (a PNG with only study dates): the time between visits is the
+    days between the dates, counted forwards, in years of 365.25 days."""
+    from datetime import date
+
+    s = build_series([visit("2023-09-01", None, 130), visit("2021-03-01", None, 100)])[0]
+    assert [v.study_date for v in s.visits] == ["2021-03-01", "2023-09-01"]
+    years = (date(2023, 9, 1) - date(2021, 3, 1)).days / 365.25
+    assert s.steps[0].years == pytest.approx(years, abs=0.001)
+    assert s.steps[0].bone_age_per_year == pytest.approx(30 / 12 / years, abs=0.01)

@@ -113,3 +113,49 @@ def test_a_hand_on_a_white_background_is_found_as_on_its_own_film(film):
         film.shape)
     framed = np.pad(film, 30, constant_values=255)  # a white frame around a dark film
     assert not white_background(framed)
+
+
+def _tilt(img: np.ndarray) -> float:
+    """The mask's long axis from vertical in degrees (second central moments of the mask,
+    OpenCV's image moments: not the eigenvectors `upright` uses)."""
+    import cv2
+
+    m = cv2.moments(render.film_mask(img).astype(np.uint8), binaryImage=True)
+    theta = 0.5 * np.degrees(np.arctan2(2 * m["mu11"], m["mu20"] - m["mu02"]))  # from x
+    return (theta - 90 + 90) % 180 - 90  # from the vertical, in -90..90
+
+
+@pytest.mark.parametrize("angle", [-25, 18])
+def test_the_upright_rendering_turns_a_tilted_film_upright(film, angle):
+    """A film turned by a known angle (OpenCV, canvas grown to fit) and then through the
+    "turned upright" rendering ends within 3 degrees of the film's own tilt: a rotation of
+    the wrong sign would double the tilt instead."""
+    import cv2
+
+    h, w = film.shape
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    side = int(np.hypot(h, w))
+    rot[:, 2] += ((side - w) / 2, (side - h) / 2)
+    tilted = cv2.warpAffine(film, rot, (side, side), borderValue=int(np.median(film[0])))
+    assert abs(abs(_tilt(tilted) - _tilt(film)) - abs(angle)) < 3  # the tilt is what we made
+    assert abs(_tilt(render.upright(tilted)) - _tilt(film)) < 3
+
+
+def test_standardise_gives_each_grey_level_its_mid_rank():
+    """Against ranks counted by hand: inside the mask a grey level g becomes
+    low + (high - low) * (number below g + half the number equal to g) / number in the mask."""
+    img = np.zeros((80, 80), np.uint8)
+    img[10:70, 20:60] = 120  # the hand: three grey levels in known amounts
+    img[10:30, 20:60] = 200
+    img[30:35, 20:60] = 160
+    step = Standardise(40.0, 240.0)
+    out = step(img, {})
+    mask = hand_mask(img)
+    values = img[mask]
+    n = values.size
+    for g in np.unique(values):
+        below, equal = int((values < g).sum()), int((values == g).sum())
+        expected = round(40 + 200 * (below + 0.5 * equal) / n)
+        got = np.unique(out[mask & (img == g)])
+        assert got.tolist() == [expected], (g, got, expected)
+    assert (out[~mask] == 0).all()

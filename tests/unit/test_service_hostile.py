@@ -163,6 +163,37 @@ def test_an_unexpected_error_is_its_type_and_route_only(model, caplog, monkeypat
     assert not any(r.exc_info for r in caplog.records)
 
 
+def test_a_body_that_stalls_after_a_fast_start_is_cut(model, monkeypatch):
+    """All but the last bytes of a body at once, then a trickle: cut when the last
+    RATE_WINDOW_S carried less than MIN_RATE, and its share of the body budget given back
+    (an average since the start would let it hold the budget for BODY_TOTAL_S)."""
+    from boneage.service import app as service
+
+    monkeypatch.setattr(service, "BODY_GRACE_S", 1.0)
+    monkeypatch.setattr(service, "RATE_WINDOW_S", 1.5)
+    app = create_app(model, Settings(workers=1, queue=0, max_upload_bytes=1 << 20))
+    with running(app) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
+                       f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
+                       ).encode() + b"-" * 999_900)
+            s.settimeout(0.5)
+            t0, got = time.monotonic(), b""
+            while not got and time.monotonic() - t0 < 20:
+                try:
+                    s.sendall(b"-")
+                    got = s.recv(4096)
+                except TimeoutError:
+                    continue
+            took = time.monotonic() - t0
+        assert got.startswith(b"HTTP/1.1 408"), got[:200]
+        assert took < 6, took
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", content=multipart(png()),
+                       headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+                       timeout=30)
+        assert r.status_code == 200, r.text
+
+
 def test_the_services_log_handler_drops_tracebacks(capfd):
     from boneage.service.logs import configure_logging
 
@@ -176,11 +207,19 @@ def test_the_services_log_handler_drops_tracebacks(capfd):
             logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
         logging.getLogger("fontTools.subset").info("glyph names: J a n e")
         logging.getLogger("boneage.service").info("GET /health 200")
+        # a value from the network cannot forge a line or reach the terminal as an escape
+        logging.getLogger("boneage.dicomnode").info("film %s", "1.2\n2026-01-01 INFO \x1b[2J")
+        warnings.warn("first line\nsecond line", UserWarning, stacklevel=1)
     finally:
         root.handlers[:], root.level = saved
+        logging.captureWarnings(False)
     err = capfd.readouterr().err
     assert "Exception in ASGI application" in err and "GET /health 200" in err
     assert "Traceback" not in err and "Jane" not in err and "glyph" not in err
+    lines = err.splitlines()
+    assert "\x1b" not in err and not [ln for ln in lines if ln.startswith("2026-01-01")]
+    assert any(ln.endswith("film 1.2\\n2026-01-01 INFO \\x1b[2J") for ln in lines), lines
+    assert any("UserWarning: first line\\nsecond line" in ln for ln in lines), lines
 
 
 NAMES = {

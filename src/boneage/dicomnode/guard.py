@@ -6,7 +6,8 @@ negotiated. A hostile or broken peer could so hold every association slot with a
 make the node buffer a gigabyte. Here, in the order a connection meets them:
 
 - at accept, a host outside `--allow-host` is closed at once, and one host holds at most
-  `max_per_host` associations (a trickling peer cannot starve the others);
+  `max_per_host` associations (a trickling peer cannot starve the others; the slot is given
+  back when the association's thread ends);
 - a PDU longer than `max_pdu_bytes` is refused from its header, before its body is read;
 - a PDU must arrive whole within `pdu_seconds` of its first byte;
 - the data set of one C-STORE is counted as its fragments arrive and refused past
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -40,13 +42,30 @@ class Limits:
 
 
 def server_class(limits: Limits, allow_hosts: list[str]) -> type:
-    """pynetdicom's threaded server with the guard: for `AE.start_server(server_class=...)`."""
+    """pynetdicom's threaded server with the guard: for `AE.make_server(server_class=...)`."""
     from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+    slots = Slots(limits.max_per_host)
+    logging.getLogger("pynetdicom.dul").addFilter(_after_refusal)
 
     class Handler(RequestHandler):
         def _create_association(self) -> Any:
-            assoc = super()._create_association()
-            guard(assoc.dul.socket, limits, self.client_address[0])
+            host = self.client_address[0]
+            try:
+                assoc = super()._create_association()
+            except BaseException:
+                slots.give(host)
+                raise
+            guard(assoc.dul.socket, limits, host)
+            run = assoc.run
+
+            def counted() -> None:  # the association's thread: its slot while it lives
+                try:
+                    run()
+                finally:
+                    slots.give(host)
+
+            assoc.run = counted
             return assoc
 
     class Server(ThreadedAssociationServer):
@@ -54,23 +73,36 @@ def server_class(limits: Limits, allow_hosts: list[str]) -> type:
             super().__init__(*args, request_handler=Handler, **kwargs)
 
         def verify_request(self, request: Any, client_address: Any) -> bool:
-            return admit(client_address[0], allow_hosts, limits, self.active_associations)
+            host = client_address[0]
+            if allow_hosts and host not in allow_hosts:
+                log.warning("connection from %s closed: host not in the allow-list", host)
+                return False
+            if not slots.take(host):
+                log.warning("connection from %s closed: %d already open from that host",
+                            host, limits.max_per_host)
+                return False
+            return True
 
     return Server
 
 
-def admit(host: str, allow_hosts: list[str], limits: Limits, open_now: list[Any]) -> bool:
-    """At accept: the host on the allow-list (when there is one) and under its share of the
-    association slots (`open_now`: the server's live associations)."""
-    if allow_hosts and host not in allow_hosts:
-        log.warning("connection from %s closed: host not in the allow-list", host)
-        return False
-    held = sum(1 for a in open_now if a.is_alive() and a.requestor.address == host)
-    if held >= limits.max_per_host:
-        log.warning("connection from %s closed: %d already open from that host (limit %d)",
-                    host, held, limits.max_per_host)
-        return False
-    return True
+class Slots:
+    """Associations open per host, taken at accept and given back when the association's
+    thread ends."""
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host, self.held, self.lock = per_host, {}, threading.Lock()
+
+    def take(self, host: str) -> bool:
+        with self.lock:
+            if self.held.get(host, 0) >= self.per_host:
+                return False
+            self.held[host] = self.held.get(host, 0) + 1
+            return True
+
+    def give(self, host: str) -> None:
+        with self.lock:
+            self.held[host] -= 1
 
 
 class Refused(OSError):
@@ -137,6 +169,16 @@ def _count_dataset(body: bytes, so_far: int) -> tuple[int, bool]:
     return so_far, last
 
 
+_refused = threading.local()
+
+
 def _refuse(host: str, what: str) -> NoReturn:
     log.warning("association from %s aborted: %s", host, what)
+    _refused.now = True
     raise Refused(what)
+
+
+def _after_refusal(record: logging.LogRecord) -> bool:
+    """pynetdicom's own lines about a connection this guard has just cut (in that
+    association's thread): the guard's one line says it already."""
+    return not getattr(_refused, "now", False)

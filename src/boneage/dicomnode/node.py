@@ -28,6 +28,7 @@ import logging
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,9 +429,14 @@ class Backoff:
 
 
 def quiet_pynetdicom() -> None:
-    """pynetdicom's own lines at WARNING, and never the identifiers of a request."""
+    """pynetdicom's own lines at WARNING, never the identifiers of a request, and pydicom's
+    per-value advice not at all."""
     from pynetdicom import _config
 
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pydicom's advice on each invalid value a sender wrote (a line per value, per film): the
+    # node copies what is valid and says what it could not use in the film's results
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
