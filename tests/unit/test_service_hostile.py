@@ -311,11 +311,15 @@ def test_patient_sex_other_and_unreadable_dates_are_said(model, tmp_path):
     r = client.post("/v1/predict", files={"file": ("a.dcm", _dicom(tmp_path, sex="O"),
                                                    "application/dicom")})
     assert r.status_code == 400 and "O (other)" in r.json()["error"]
-    data = _dicom(tmp_path, sex="F", age="", birth="20150101", study="2023-01-01")
+    data = _dicom(tmp_path, sex="F", age="", birth="20150101", study="20230230")
     r = client.post("/v1/predict", files={"file": ("a.dcm", data, "application/dicom")})
     assert r.status_code == 200
     assert any("StudyDate is unreadable" in w for w in r.json()["warnings"])
     assert r.json()["chronological_age_months"] is None
+    # the old ACR-NEMA form some modalities still write is read (issue #44)
+    data = _dicom(tmp_path, sex="F", age="", birth="20150101", study="2023-01-01")
+    r = client.post("/v1/predict", files={"file": ("a.dcm", data, "application/dicom")})
+    assert r.status_code == 200 and r.json()["chronological_age_months"] == 96.0
 
 
 def test_predict_cli_warns_of_a_sex_conflict(model_path, tmp_path, capsys):
