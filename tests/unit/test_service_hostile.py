@@ -45,12 +45,17 @@ def multipart(data: bytes, sex: str = "F") -> bytes:
         f"\r\n--{BOUNDARY}--\r\n").encode()
 
 
+def body_head(length: int) -> bytes:
+    """A predict request's headers for a body of `length` bytes (what follows is the body)."""
+    return (f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n").encode()
+
+
 def slow_client(port: int, stop: threading.Event, total: int = 200_000,
                 answers: list | None = None) -> None:
     """Headers at once, then a few bytes every 0.5 s until told to stop (or cut off)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n"
-                   f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n").encode())
+        s.sendall(body_head(total))
         s.settimeout(0.5)
         while not stop.is_set():
             try:
@@ -137,9 +142,7 @@ def test_a_hang_up_mid_body_is_one_quiet_line(model, caplog):
     caplog.set_level(logging.DEBUG)
     with running(create_app(model)) as port:
         with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
-                       f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
-                       ).encode() + b"-" * 500)
+            s.sendall(body_head(100_000) + b"-" * 500)
             time.sleep(0.3)
         time.sleep(0.5)
     hung = [r for r in caplog.records if "hung up" in r.getMessage()]
@@ -174,9 +177,7 @@ def test_a_body_that_stalls_after_a_fast_start_is_cut(model, monkeypatch):
     app = create_app(model, Settings(workers=1, queue=0, max_upload_bytes=1 << 20))
     with running(app) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-            s.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
-                       f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
-                       ).encode() + b"-" * 999_900)
+            s.sendall(body_head(1_000_000) + b"-" * 999_900)
             s.settimeout(0.5)
             t0, got = time.monotonic(), b""
             while not got and time.monotonic() - t0 < 20:
@@ -397,9 +398,7 @@ def test_bodies_in_memory_have_one_budget(model):
     app = create_app(model, Settings(workers=1, queue=0, max_upload_bytes=1 << 20))
     with running(app) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as held:
-            held.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
-                          f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n"
-                          ).encode() + b"-" * 900_000)
+            held.sendall(body_head(1_000_000) + b"-" * 900_000)
             time.sleep(0.5)
             r = httpx.post(f"http://127.0.0.1:{port}/v1/predict",
                            content=multipart(b"\x89PNG\r\n\x1a\n" + b"\0" * 600_000),
