@@ -255,7 +255,8 @@ class Node:
         while not self.stopping.is_set():
             try:
                 paths = [self.films.get(timeout=0.5)]
-            except queue.Empty:
+            except queue.Empty:  # nothing kept back for want of space: let films in again
+                self.spool_full.clear()
                 continue
             while len(paths) < BATCH:  # what else is waiting, up to one chunk
                 try:
