@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from boneage.dicomnode.guard import Limits, server_class
-from boneage.dicomnode.spool import Spool
+from boneage.dicomnode.spool import UID, Spool
 from boneage.errors import BoneAgeError, TooLarge
 
 log = logging.getLogger("boneage.dicomnode")
@@ -43,7 +43,6 @@ log = logging.getLogger("boneage.dicomnode")
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
 BATCH = 8  # films assessed together when several wait
 FULL_RETRY = 5.0  # seconds between tries to write results while the spool is full
-_UID = __import__("re").compile(r"^[0-9.]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ class Node:
             if str(header.get("SOPInstanceUID", "")) != uid:
                 raise BoneAgeError("the data set's SOP Instance UID is not the request's")
             for key in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-                if not _UID.match(str(header.get(key, ""))):
+                if not UID.match(str(header.get(key, ""))):
                     raise BoneAgeError(f"{key} is not a UID (digits and dots, at most 64)")
             try:  # frames x rows x columns claimed, before the film is kept
                 _check_header(header, "received film", header_only=True)

@@ -24,12 +24,12 @@ from pathlib import Path
 from boneage.errors import BoneAgeError
 from boneage.fileio import atomic_write_bytes, sync_folder
 
-_UID = re.compile(r"^[0-9.]{1,64}$")
+UID = re.compile(r"^[0-9.]{1,64}$")  # what a UID can be written as: digits and dots
 
 
 def safe_name(uid: str) -> str:
     """A UID as a file name (a malformed one as its hash: never a path)."""
-    return uid if _UID.match(uid) else "x" + hashlib.sha256(uid.encode()).hexdigest()[:40]
+    return uid if UID.match(uid) else "x" + hashlib.sha256(uid.encode()).hexdigest()[:40]
 
 
 class Spool:
