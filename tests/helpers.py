@@ -42,9 +42,9 @@ def make_calibration_set(folder, n: int = 12):
 
 
 def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", sex="F", age="010Y",
-                window=None, birth=None, study=None):
+                window=None, birth=None, study=None, **extra):
     """A 12-bit DX hand film of one made-up patient (the name, ID and accession number that
-    no log may show)."""
+    no log may show); `extra` sets any other attribute (PatientWeight="31.5")."""
     from boneage.data.dicom import film_dataset
 
     tags = {"PhotometricInterpretation": photometric, "PatientName": "Doe^Jane",
@@ -54,7 +54,7 @@ def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", sex="F", ag
             tags[key] = value
     if window:
         tags["WindowCenter"], tags["WindowWidth"] = window
-    film_dataset(pixels, 12, **tags).save_as(path, enforce_file_format=True)
+    film_dataset(pixels, 12, **tags, **extra).save_as(path, enforce_file_format=True)
     return path
 
 

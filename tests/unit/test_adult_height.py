@@ -231,10 +231,7 @@ def test_the_sr_carries_the_adult_heights_and_the_weight(model_path, tmp_path):
 
     film, _ = synthetic_film(height=400, width=320, seed=6)
     path = write_dicom(tmp_path / "f.dcm", film.astype(np.uint16) * 16, sex="F", age=None,
-                       birth="20100301", study="20200615")
-    ds = pydicom.dcmread(path)
-    ds.PatientWeight = "31.5"
-    ds.save_as(path)
+                       birth="20100301", study="20200615", PatientWeight="31.5")
     assert main(["predict", str(path), "--model", str(model_path), "--height", "140",
                  "--mother-height", "165", "--father-height", "180", "--dicom-out",
                  str(tmp_path / "out"), "--format", "json", "--out",

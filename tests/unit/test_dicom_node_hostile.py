@@ -25,6 +25,7 @@ from boneage.data.synthetic import synthetic_film  # noqa: E402
 from tests.dicom_helpers import (  # noqa: E402
     Node,
     StoreSCP,
+    _listening,
     errors_of,
     films,
     free_port,
@@ -88,11 +89,6 @@ def profiled_storescp(tmp_path: Path, profile: str) -> tuple[subprocess.Popen, i
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     wait_for(lambda: _listening(port), 20, "storescp")
     return proc, port, folder
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def result_file(folder: Path, uid: str, cls: str, mtime: float) -> Path:

@@ -18,6 +18,7 @@ listed in docs/dicom.md."""
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -167,10 +168,9 @@ def result_source(header: Any) -> Any:
                                                                    {"R", "L"})
     if laterality:
         out.Laterality = laterality
-    for key in ("InstanceNumber", "NumberOfFrames"):
-        number = _number(header, key, 0)
-        if 0 < number < 2**31:
-            setattr(out, key, number)
+    number = _number(header, "InstanceNumber", 0)
+    if 0 < number < 2**31:
+        out.InstanceNumber = number
     if any(not str(getattr(out, k, "")).isascii() for k in _TEXT):
         out.SpecificCharacterSet = "ISO_IR 192"
     return out
@@ -189,8 +189,6 @@ def _date(value: Any) -> str:
 
 
 def _time(value: Any) -> str:
-    import re
-
     text = str(value or "").strip()
     m = re.fullmatch(r"([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?", text)
     return text if m else ""
